@@ -1,0 +1,88 @@
+"""Small shared helpers: seeding, atomic writes, sparse conversion, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+logger = logging.getLogger("mmae_utils")
+if not logger.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(levelname)s mmae_utils: %(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def set_seed(seed: int, *, deterministic: bool = True) -> None:
+    """Seed Python, NumPy, Keras and TensorFlow in one call.
+
+    Parameters
+    ----------
+    seed
+        The seed. The same seed gives the same data, model initialisation, batch order
+        and therefore the same embedding.
+    deterministic
+        Also ask TensorFlow for deterministic kernels
+        (``tf.config.experimental.enable_op_determinism``). On CPU this costs little.
+    """
+    seed = int(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - scanpy/umap fall back to the global state
+    try:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+    except ImportError:  # pragma: no cover - keras is a hard dependency
+        pass
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    Nothing half-written is ever left at ``path``: on an exception the temporary file is
+    removed and the previous content of ``path`` (if any) is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    tmp_path.unlink()  # let the writer create it (some writers refuse an existing file)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def to_csr(x) -> sp.csr_matrix:
+    """Return ``x`` as a ``scipy.sparse.csr_matrix`` (accepts csr/csc arrays or matrices, dense)."""
+    if isinstance(x, sp.csr_matrix):
+        return x
+    if sp.issparse(x):
+        return sp.csr_matrix(x.tocsr())
+    return sp.csr_matrix(np.asarray(x))
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes (Linux ``ru_maxrss``)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -1,0 +1,459 @@
+"""Reading, validating and splitting paired GEX + ATAC AnnData (GSE194122 contract).
+
+The contract (see ``DESIGN.md``): one AnnData, cells x features; ``var["feature_types"]``
+in {"GEX", "ATAC"}; raw counts in ``layers["counts"]``; ``X`` some normalized version.
+Modalities are always selected by ``feature_types``, never by column offsets.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from ._utils import atomic_path, logger, to_csr
+
+GEX, ATAC = "GEX", "ATAC"
+#: Smallest dataset the pipeline accepts.
+MIN_CELLS = 50
+MIN_FEATURES = 10
+
+
+class MultiomeError(ValueError):
+    """The data do not follow the multiome contract; the message says what and how to fix it."""
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_multiome` found (problems raise; these are the facts)."""
+
+    n_cells: int
+    n_gex: int
+    n_atac: int
+    counts_source: str
+    empty_cells: int = 0
+    empty_features: dict[str, int] = field(default_factory=dict)
+
+
+def _fmt_examples(values, k: int = 5) -> str:
+    values = list(values)
+    more = f" (and {len(values) - k} more)" if len(values) > k else ""
+    return ", ".join(repr(v) for v in values[:k]) + more
+
+
+def _row_chunks(n: int, chunk: int):
+    for start in range(0, n, chunk):
+        yield start, min(start + chunk, n)
+
+
+def _scan_counts(
+    mat, n_rows: int, *, integer: bool, where: str, chunk: int = 5000, progress: bool = False
+):
+    """Check finiteness, sign and integrality chunk by chunk; count zero rows and columns.
+
+    Works on in-memory matrices and on backed sparse datasets alike.
+    """
+    col_nnz = None
+    empty_rows = 0
+    bar = tqdm(total=n_rows, desc=f"validating {where}", unit="cell", disable=not progress)
+    for start, stop in _row_chunks(n_rows, chunk):
+        block = mat[start:stop]
+        block = to_csr(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+        data = block.data
+        if data.size:
+            bad = ~np.isfinite(data)
+            if bad.any():
+                raise MultiomeError(
+                    f"{where} contains {int(bad.sum())} NaN or infinite values (first in cells "
+                    f"{start}-{stop}). Counts must be finite: remove or repair those cells, e.g. "
+                    "adata = adata[np.isfinite(adata.layers['counts'].sum(axis=1)).A1].copy()."
+                )
+            neg = data < 0
+            if neg.any():
+                raise MultiomeError(
+                    f"{where} contains {int(neg.sum())} negative values (min {data.min():g}). "
+                    "Counts cannot be negative: pass raw counts, not scaled or centred data."
+                )
+            if integer and not np.all(np.mod(data, 1) == 0):
+                frac = data[np.mod(data, 1) != 0]
+                raise MultiomeError(
+                    f"{where} should hold raw counts but has {frac.size} non-integer values "
+                    f"(e.g. {frac[0]:g}). Put the raw counts in layers['counts'] (or delete that "
+                    "layer to let the pipeline fall back to X, with a warning)."
+                )
+        block.eliminate_zeros()
+        empty_rows += int(np.sum(np.diff(block.indptr) == 0))
+        nnz = np.bincount(block.indices, minlength=block.shape[1])
+        col_nnz = nnz if col_nnz is None else col_nnz + nnz
+        bar.update(stop - start)
+    bar.close()
+    return empty_rows, col_nnz
+
+
+def _counts_matrix(adata: ad.AnnData, layer: str | None):
+    if layer is not None and layer in adata.layers:
+        return adata.layers[layer]
+    if layer is not None:
+        warnings.warn(
+            f"layers[{layer!r}] is absent; using adata.X instead. Model inputs are meant to be "
+            "derived from raw counts: store them in adata.layers['counts'] if you have them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return adata.X
+
+
+def gex_input(gex: ad.AnnData, *, layer: str | None = "counts", target_sum: float = 1e4):
+    """Log-normalised GEX model input: ``log1p(normalize_total(counts))``, CSR float32.
+
+    Parameters
+    ----------
+    gex
+        Cells x genes (already restricted to the genes to use).
+    layer
+        Layer holding raw counts; falls back to ``X`` with a warning when absent.
+    target_sum
+        Counts per cell after normalisation.
+
+    Returns
+    -------
+    ``scipy.sparse.csr_matrix`` of dtype float32, cells x genes. ``gex`` is not modified.
+    """
+    x = to_csr(_counts_matrix(gex, layer)).astype(np.float32, copy=True)
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    x = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x)
+    np.log1p(x.data, out=x.data)
+    x.eliminate_zeros()
+    return x.astype(np.float32)
+
+
+def atac_input(atac: ad.AnnData, *, layer: str | None = "counts"):
+    """Binarised ATAC model input (accessible = 1), CSR float32.
+
+    Parameters
+    ----------
+    atac
+        Cells x peaks (already restricted to the peaks to use).
+    layer
+        Layer holding raw counts; falls back to ``X`` with a warning when absent.
+
+    Returns
+    -------
+    ``scipy.sparse.csr_matrix`` of dtype float32 with values in {0, 1}. ``atac`` is not modified.
+    """
+    x = to_csr(_counts_matrix(atac, layer)).copy()
+    x.eliminate_zeros()
+    x.data = np.ones_like(x.data, dtype=np.float32)
+    return x.astype(np.float32)
+
+
+def _feature_types(adata: ad.AnnData) -> np.ndarray:
+    if "feature_types" not in adata.var:
+        raise MultiomeError(
+            "var['feature_types'] is missing, so GEX and ATAC features cannot be told apart. "
+            "Add it, e.g. adata.var['feature_types'] = np.where(adata.var_names.str.match("
+            "r'^chr[^-]+-\\d+-\\d+$'), 'ATAC', 'GEX')."
+        )
+    ft = adata.var["feature_types"].astype(str).to_numpy()
+    unknown = sorted(set(ft) - {GEX, ATAC})
+    if unknown:
+        hint = ""
+        if {"Gene Expression", "Peaks"} & set(unknown):
+            hint = (
+                " These look like 10x Cell Ranger names: map them with adata.var['feature_types']"
+                " = adata.var['feature_types'].map({'Gene Expression': 'GEX', 'Peaks': 'ATAC'})."
+            )
+        raise MultiomeError(
+            f"var['feature_types'] has values other than 'GEX' and 'ATAC': {_fmt_examples(unknown)}."
+            + (hint or " Rename them to 'GEX' (genes) or 'ATAC' (peaks), or drop those features.")
+        )
+    return ft
+
+
+def validate_multiome(
+    adata: ad.AnnData,
+    *,
+    layer: str = "counts",
+    counts=None,
+    min_cells: int = MIN_CELLS,
+    min_features: int = MIN_FEATURES,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check that ``adata`` follows the multiome contract; raise a clear error if not.
+
+    Checked, each with a message that says what is wrong and how to fix it: duplicated cell
+    or feature names; ``var["feature_types"]`` present, with only "GEX"/"ATAC" and both
+    modalities present; enough cells and features; counts finite, non-negative and integer
+    (when taken from ``layers[layer]``). Cells or features with no counts at all only warn,
+    with their number. A missing ``layers[layer]`` falls back to ``X`` with a warning.
+
+    Parameters
+    ----------
+    adata
+        The multiome AnnData (in memory or backed).
+    layer
+        Layer with raw counts.
+    counts
+        The counts matrix to scan instead of ``adata.layers[layer]`` (used for backed files).
+    min_cells, min_features
+        Smallest number of cells, and of features per modality, accepted.
+    progress
+        Show a progress bar while scanning the counts.
+
+    Returns
+    -------
+    A :class:`ValidationReport` with the sizes, where counts came from and the numbers of
+    empty cells and features.
+
+    Raises
+    ------
+    MultiomeError
+        (a ``ValueError``) for every violation listed above.
+    """
+    if adata.obs_names.has_duplicates:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise MultiomeError(
+            f"{len(dup)} cell names occur more than once, e.g. {_fmt_examples(dup)}. Cell names "
+            "must be unique: call adata.obs_names_make_unique() (or fix how files were concatenated)."
+        )
+    if adata.var_names.has_duplicates:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        raise MultiomeError(
+            f"{len(dup)} feature names occur more than once, e.g. {_fmt_examples(dup)}. Feature "
+            "names must be unique: call adata.var_names_make_unique()."
+        )
+    ft = _feature_types(adata)
+    n_gex, n_atac = int(np.sum(ft == GEX)), int(np.sum(ft == ATAC))
+    for name, n in ((GEX, n_gex), (ATAC, n_atac)):
+        if n == 0:
+            raise MultiomeError(
+                f"No {name} features: var['feature_types'] has only "
+                f"{'ATAC' if name == GEX else 'GEX'}. This pipeline needs paired GEX + ATAC "
+                "measurements of the same cells in one AnnData (see DESIGN.md)."
+            )
+        if n < min_features:
+            raise MultiomeError(f"Only {n} {name} features; at least {min_features} are needed.")
+    if adata.n_obs < min_cells:
+        raise MultiomeError(
+            f"Only {adata.n_obs} cells; at least {min_cells} are needed to train and evaluate."
+        )
+    source = f"layers[{layer!r}]"
+    integer = True
+    if counts is None:
+        if layer in adata.layers:
+            counts = adata.layers[layer]
+        else:
+            warnings.warn(
+                f"layers[{layer!r}] is absent: falling back to adata.X for model inputs. The "
+                "pipeline derives inputs from raw counts (GEX: normalize_total + log1p; ATAC: "
+                "binarize); if X is not raw counts, store the counts in adata.layers['counts'].",
+                UserWarning,
+                stacklevel=2,
+            )
+            counts, source, integer = adata.X, "X", False
+    if counts is None:
+        raise MultiomeError("adata has neither layers['counts'] nor X: there is no data to use.")
+    empty_rows, col_nnz = _scan_counts(
+        counts, adata.n_obs, integer=integer, where=source, progress=progress
+    )
+    empty_features = {name: int(np.sum(col_nnz[ft == name] == 0)) for name in (GEX, ATAC)}
+    if empty_rows:
+        warnings.warn(
+            f"{empty_rows} of {adata.n_obs} cells have no counts at all in {source}. They carry "
+            "no information; remove them with sc.pp.filter_cells(adata, min_counts=1).",
+            UserWarning,
+            stacklevel=2,
+        )
+    if any(empty_features.values()):
+        warnings.warn(
+            f"{empty_features[GEX]} GEX and {empty_features[ATAC]} ATAC features are zero in "
+            f"every cell of {source}; feature selection never keeps them. Remove them with "
+            "sc.pp.filter_genes(adata, min_cells=1) if you want a smaller file.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return ValidationReport(adata.n_obs, n_gex, n_atac, source, empty_rows, empty_features)
+
+
+def _decompress(path: Path, backed: bool) -> tuple[Path, bool]:
+    """Decompress ``x.h5ad.gz``; returns (h5ad path, is_temporary)."""
+    if backed:
+        target = path.with_suffix("")  # x.h5ad next to the input, kept for next time
+        if target.exists() and target.stat().st_mtime >= path.stat().st_mtime:
+            return target, False
+        logger.info("Decompressing %s to %s (kept for backed reading)", path.name, target)
+    else:
+        fd, tmp = tempfile.mkstemp(suffix=".h5ad")
+        os.close(fd)
+        target = Path(tmp)
+    try:
+        with atomic_path(target) as tmp_out:
+            with gzip.open(path, "rb") as src, open(tmp_out, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 22)
+    except (OSError, EOFError) as err:
+        if not backed:
+            target.unlink(missing_ok=True)
+        raise OSError(
+            f"Cannot decompress {path}: {err}. The file is not a complete gzip archive; "
+            "download it again (mmae_utils.datasets.fetch_bmmc verifies its checksum)."
+        ) from err
+    return target, not backed
+
+
+def _read_backed(path: Path, layer: str) -> ad.AnnData:
+    """Metadata in memory; the counts stay on disk (see :func:`open_counts`)."""
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as f:
+        obs, var = read_elem(f["obs"]), read_elem(f["var"])
+        uns = read_elem(f["uns"]) if "uns" in f else {}
+        obsm = {}
+        if "obsm" in f:
+            for key in f["obsm"]:
+                elem = f["obsm"][key]
+                if isinstance(elem, h5py.Dataset):  # dense embeddings are small; sparse ones stay
+                    obsm[key] = read_elem(elem)
+        source = f"layers/{layer}" if f.get(f"layers/{layer}") is not None else "X"
+    adata = ad.AnnData(obs=obs, var=var, obsm=obsm, uns=uns)
+    adata.uns["mmae_backed"] = {"path": str(path), "counts": source}
+    return adata
+
+
+def open_counts(adata: ad.AnnData):
+    """Open the on-disk counts of an AnnData read with ``load_multiome(..., backed=True)``.
+
+    Returns
+    -------
+    ``(h5py.File, matrix)``: the open file (close it when done) and the backed sparse
+    matrix (``anndata`` ``CSRDataset``) whose row slices ``m[i:j]`` are read from disk.
+    """
+    import h5py
+    from anndata.io import sparse_dataset
+
+    info = adata.uns.get("mmae_backed")
+    if info is None:
+        raise ValueError("This AnnData was not read with load_multiome(..., backed=True).")
+    f = h5py.File(info["path"], "r")
+    elem = f[info["counts"]]
+    if isinstance(elem, h5py.Dataset):
+        return f, elem
+    return f, sparse_dataset(elem)
+
+
+def load_multiome(
+    path: str | os.PathLike,
+    *,
+    backed: bool = False,
+    layer: str = "counts",
+    validate: bool = True,
+    progress: bool | None = None,
+) -> ad.AnnData:
+    """Read a multiome ``.h5ad`` (or ``.h5ad.gz``) file and check it against the contract.
+
+    Parameters
+    ----------
+    path
+        ``.h5ad`` or ``.h5ad.gz`` file (the GEO file, one written by
+        :func:`~mmae_utils.datasets.synthetic_bmmc`, or your own data in the same schema).
+        A ``.gz`` file is decompressed to a temporary file (``backed=False``) or to
+        ``x.h5ad`` next to it (``backed=True``, reused on later calls); the input itself is
+        never modified.
+    backed
+        Keep the count matrices on disk: ``obs``, ``var``, ``uns`` and the dense ``obsm``
+        entries are read, the counts are scanned in chunks for validation and later read
+        chunk by chunk (:func:`open_counts`). For files larger than memory.
+    layer
+        Layer with raw counts.
+    validate
+        Run :func:`validate_multiome` (recommended).
+    progress
+        Progress bar while validating (default: for more than 20,000 cells).
+
+    Returns
+    -------
+    The AnnData. With ``backed=True`` it has no ``X``/``layers`` in memory and
+    ``adata.uns["mmae_backed"]`` records the file and the counts' location.
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    OSError
+        The file is not a readable ``.h5ad`` (or not a complete ``.gz``).
+    MultiomeError
+        The content violates the contract (see :func:`validate_multiome`).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist. Give the path of a multiome .h5ad file, use "
+            "mmae_utils.datasets.fetch_bmmc() for the GEO file, or DATA='demo' for the built-in data."
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of an .h5ad file inside it.")
+    temporary = False
+    if path.suffix == ".gz":
+        path, temporary = _decompress(path, backed)
+    try:
+        try:
+            if backed:
+                adata = _read_backed(path, layer)
+            else:
+                adata = ad.read_h5ad(path)
+        except Exception as err:  # h5py/anndata raise many types for unreadable files
+            raise OSError(
+                f"Cannot read {path} as an AnnData .h5ad file ({type(err).__name__}: {err}). "
+                "Check that it is a complete .h5ad written by anndata (not .h5, .loom or .h5mu); "
+                "a truncated download also gives this error."
+            ) from err
+    finally:
+        if temporary:
+            path.unlink(missing_ok=True)
+    if validate:
+        if progress is None:
+            progress = adata.n_obs > 20_000
+        if backed:
+            f, counts = open_counts(adata)
+            with f:
+                validate_multiome(adata, layer=layer, counts=counts, progress=progress)
+        else:
+            validate_multiome(adata, layer=layer, progress=progress)
+    logger.info("Loaded %s: %d cells x %d features", path.name, adata.n_obs, adata.n_vars)
+    return adata
+
+
+def split_modalities(adata: ad.AnnData, *, copy: bool = True) -> tuple[ad.AnnData, ad.AnnData]:
+    """Split a multiome AnnData into GEX and ATAC parts by ``var["feature_types"]``.
+
+    Parameters
+    ----------
+    adata
+        Multiome AnnData.
+    copy
+        Return independent copies (default) rather than views.
+
+    Returns
+    -------
+    ``(gex, atac)``: AnnData objects with the same cells and ``obs`` (and ``obsm``), holding
+    only the features whose ``feature_types`` is "GEX" resp. "ATAC", in their original order.
+    """
+    ft = _feature_types(adata)
+    parts = []
+    for name in (GEX, ATAC):
+        mask = ft == name
+        if not mask.any():
+            raise MultiomeError(f"No {name} features in var['feature_types']: cannot split.")
+        view = adata[:, np.flatnonzero(mask)]
+        parts.append(view.copy() if copy else view)
+    return parts[0], parts[1]

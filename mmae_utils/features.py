@@ -1,0 +1,206 @@
+"""Feature selection: highly variable genes (GEX) and variable peaks (ATAC)."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._compat import import_episcanpy
+from ._utils import logger, to_csr
+
+
+def _matrix(adata: ad.AnnData, layer: str | None, what: str):
+    if layer is not None and layer in adata.layers:
+        return adata.layers[layer]
+    if layer is not None:
+        warnings.warn(
+            f"{what}: layers[{layer!r}] is absent, using adata.X. Feature selection is meant "
+            "to run on raw counts; store them in adata.layers['counts'] if you have them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return adata.X
+
+
+def _check_n_top(n_top: int, n_available: int, what: str) -> int:
+    if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer):
+        raise TypeError(f"n_top must be an integer, got {n_top!r}.")
+    if n_top < 1:
+        raise ValueError(f"n_top must be at least 1, got {n_top}.")
+    if n_top > n_available:
+        warnings.warn(
+            f"Asked for {n_top} {what} but only {n_available} exist; keeping all {n_available}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return n_available
+    return int(n_top)
+
+
+def _is_integer_valued(x) -> bool:
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    return bool(np.all(np.equal(np.mod(data, 1), 0)))
+
+
+def select_gex(
+    gex: ad.AnnData,
+    *,
+    n_top: int = 2500,
+    flavor: str = "seurat_v3",
+    layer: str | None = "counts",
+    batch_key: str | None = None,
+    inplace: bool = True,
+) -> pd.DataFrame | None:
+    """Select highly variable genes with ``scanpy.pp.highly_variable_genes``.
+
+    ``flavor="seurat_v3"`` (the default, as in the original notebook) fits a loess curve of
+    variance against mean on **raw counts** and ranks genes by their standardized, clipped
+    variance; it must not be given log-normalized data (the original notebook did; its
+    ranking was therefore not the seurat_v3 one). Exactly ``n_top`` genes are kept.
+
+    Parameters
+    ----------
+    gex
+        Cells x genes (GEX only; see :func:`mmae_utils.data.split_modalities`).
+    n_top
+        Number of genes to keep. More than exist warns and keeps all.
+    flavor
+        Any scanpy flavor; ``"seurat_v3"``/``"seurat_v3_paper"`` need counts, ``"seurat"``
+        and ``"cell_ranger"`` expect log-normalized values in ``layer``.
+    layer
+        Layer with raw counts (falls back to ``X`` with a warning when absent).
+    batch_key
+        ``obs`` column: select genes variable within batches (scanpy's batch-aware ranking).
+    inplace
+        Write the result to ``gex.var`` (else return it).
+
+    Returns
+    -------
+    With ``inplace=True`` ``None``, and these columns written:
+    ``gex.var["highly_variable"]`` (bool, exactly ``n_top`` True),
+    ``gex.var["highly_variable_rank"]``, ``gex.var["means"]``, ``gex.var["variances"]``,
+    ``gex.var["variances_norm"]`` (and with ``batch_key``,
+    ``gex.var["highly_variable_nbatches"]``). With ``inplace=False`` the same columns as a
+    DataFrame indexed like ``gex.var``.
+    """
+    import scanpy as sc
+
+    if "feature_types" in gex.var and set(gex.var["feature_types"].astype(str)) - {"GEX"}:
+        raise ValueError(
+            "select_gex got non-GEX features (var['feature_types'] has "
+            f"{sorted(set(gex.var['feature_types'].astype(str)))}). Split the modalities first: "
+            "gex, atac = mmae_utils.data.split_modalities(adata)."
+        )
+    n_top = _check_n_top(n_top, gex.n_vars, "genes")
+    x = _matrix(gex, layer, "select_gex")
+    if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
+        raise ValueError(
+            f"flavor={flavor!r} expects raw counts, but the data in "
+            f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
+            "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
+        )
+    if batch_key is not None and batch_key not in gex.obs:
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
+        )
+    # scanpy wants a scipy sparse *matrix* or an ndarray; copy nothing but the wrapper
+    tmp = ad.AnnData(
+        X=to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float64),
+        obs=gex.obs[[batch_key]] if batch_key else pd.DataFrame(index=gex.obs_names),
+        var=pd.DataFrame(index=gex.var_names),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*n_top_genes > number of normalized dispersions.*"
+        )
+        result = sc.pp.highly_variable_genes(
+            tmp, n_top_genes=n_top, flavor=flavor, batch_key=batch_key, inplace=False, subset=False
+        )
+    result.index = gex.var_names
+    if result["highly_variable"].sum() != n_top:
+        # flavors that threshold dispersions can tie; keep exactly n_top by rank
+        col = "dispersions_norm" if "dispersions_norm" in result else "variances_norm"
+        score = np.nan_to_num(result[col].to_numpy(dtype=float), nan=-np.inf)
+        order = np.lexsort((np.arange(len(result)), -score))
+        keep = np.zeros(len(result), bool)
+        keep[order[:n_top]] = True
+        result["highly_variable"] = keep
+    logger.info("select_gex: %d of %d genes kept (flavor=%s)", n_top, gex.n_vars, flavor)
+    if not inplace:
+        return result
+    for col in result.columns:
+        gex.var[col] = result[col].to_numpy()
+    return None
+
+
+def select_atac(
+    atac: ad.AnnData,
+    *,
+    n_top: int = 5000,
+    layer: str | None = "counts",
+    inplace: bool = True,
+) -> pd.DataFrame | None:
+    """Select the ``n_top`` most variable peaks by episcanpy's variability score.
+
+    The score of a peak is ``1 - |p - 0.5|`` where ``p`` is the fraction of cells in which it
+    is accessible (episcanpy's ``cal_var``): peaks open in about half of the cells score
+    highest. It is computed on **binarized** counts, since episcanpy reads ``X.sum(axis=0)``
+    as a number of cells (on fragment counts it would count fragments).
+
+    Exactly ``n_top`` peaks are kept, ties broken by position in ``atac.var`` (the first
+    wins), so the result is deterministic. ``episcanpy.pp.select_var_feature(adata,
+    nb_features=5000)``, used by the original notebook, keeps every feature whose score is
+    at least that of the feature at 0-based position 5,000 of the sorted list: the cut-off
+    feature itself is included, plus all its ties, hence 5,001 (or more) peaks. It also
+    goes silently wrong on ``scipy.sparse.csr_array`` (``X.sum(axis=0).tolist()[0]`` is then a
+    single number); here any sparse or dense input is converted first.
+
+    Parameters
+    ----------
+    atac
+        Cells x peaks (ATAC only).
+    n_top
+        Number of peaks to keep. More than exist warns and keeps all.
+    layer
+        Layer with raw counts (falls back to ``X`` with a warning when absent; only which
+        entries are non-zero matters).
+    inplace
+        Write the result to ``atac.var`` (else return it).
+
+    Returns
+    -------
+    With ``inplace=True`` ``None``, and written: ``atac.var["n_cells"]`` (cells with the
+    peak accessible), ``atac.var["prop_shared_cells"]``, ``atac.var["variability_score"]``,
+    ``atac.var["variability_rank"]`` (0 = most variable) and ``atac.var["highly_variable"]``
+    (exactly ``n_top`` True). With ``inplace=False`` these columns as a DataFrame.
+    """
+    if "feature_types" in atac.var and set(atac.var["feature_types"].astype(str)) - {"ATAC"}:
+        raise ValueError(
+            "select_atac got non-ATAC features. Split the modalities first: "
+            "gex, atac = mmae_utils.data.split_modalities(adata)."
+        )
+    n_top = _check_n_top(n_top, atac.n_vars, "peaks")
+    x = _matrix(atac, layer, "select_atac")
+    binary = to_csr(x).copy() if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
+    binary.eliminate_zeros()
+    binary.data = np.ones_like(binary.data, dtype=np.float32)
+    epi = import_episcanpy()
+    tmp = ad.AnnData(X=binary, var=pd.DataFrame(index=atac.var_names))
+    epi.pp.cal_var(tmp, show=False)
+    result = tmp.var[["n_cells", "prop_shared_cells", "variability_score"]].copy()
+    score = result["variability_score"].to_numpy()
+    order = np.lexsort((np.arange(score.size), -score))  # score descending, then position
+    rank = np.empty(score.size, dtype=np.int64)
+    rank[order] = np.arange(score.size)
+    result["variability_rank"] = rank
+    result["highly_variable"] = rank < n_top
+    logger.info("select_atac: %d of %d peaks kept", n_top, atac.n_vars)
+    if not inplace:
+        return result
+    for col in result.columns:
+        atac.var[col] = result[col].to_numpy()
+    return None
