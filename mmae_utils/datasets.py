@@ -802,7 +802,7 @@ def _normalise(counts: sp.csr_matrix, target: float = 1e4) -> sp.csr_matrix:
     return x.astype(np.float32)
 
 
-def _qc(d: _Design, rows: slice, gex: sp.csr_matrix, atac: sp.csr_matrix, rng) -> dict:
+def _qc(d: _Design, gex: sp.csr_matrix, atac: sp.csr_matrix, rng) -> dict:
     n_counts = np.asarray(gex.sum(axis=1)).ravel()
     mt_mask = d.var.index[: d.n_genes].str.startswith("MT-")
     mt = np.asarray(gex[:, np.flatnonzero(mt_mask)].sum(axis=1)).ravel()
@@ -873,17 +873,17 @@ def _blocks(n_cells: int, chunk_size: int):
 
 def _simulate_chunk(d: _Design, start: int, stop: int, seed: int):
     """Simulate cells ``start:stop`` in blocks of ``_BLOCK`` cells with block-keyed RNGs."""
-    gex_parts, atac_parts = [], []
+    gex_parts, atac_parts, qc_parts = [], [], []
     for b0 in range(start, stop, _BLOCK):
         b1 = min(b0 + _BLOCK, stop)
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1, b0 // _BLOCK]))
         g, a = _simulate_block(d, slice(b0, b1), rng)
         gex_parts.append(g)
         atac_parts.append(a)
+        qc_parts.append(_qc(d, g, a, rng))
     gex = sp.vstack(gex_parts, format="csr")
     atac = sp.vstack(atac_parts, format="csr")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2, start // _BLOCK]))
-    qc = _qc(d, slice(start, stop), gex, atac, rng)
+    qc = {k: np.concatenate([q[k] for q in qc_parts]) for k in qc_parts[0]}
     counts = sp.hstack([gex, atac], format="csr").astype(np.float32)
     x = sp.hstack([_normalise(gex), _normalise(atac)], format="csr").astype(np.float32)
     gene_activity = sp.csr_matrix(atac @ d.peak_gene[:, _ga_columns(d)]).astype(np.float32)

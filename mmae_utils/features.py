@@ -53,6 +53,7 @@ def select_gex(
     flavor: str = "seurat_v3",
     layer: str | None = "counts",
     batch_key: str | None = None,
+    span: float = 0.3,
     inplace: bool = True,
 ) -> pd.DataFrame | None:
     """Select highly variable genes with ``scanpy.pp.highly_variable_genes``.
@@ -75,6 +76,9 @@ def select_gex(
         Layer with raw counts (falls back to ``X`` with a warning when absent).
     batch_key
         ``obs`` column: select genes variable within batches (scanpy's batch-aware ranking).
+    span
+        Loess span of seurat_v3. Small batches can make the loess fit singular; then the
+        fit is retried with spans 0.5 and 0.8 (with a warning) before giving up.
     inplace
         Write the result to ``gex.var`` (else return it).
 
@@ -113,13 +117,37 @@ def select_gex(
         obs=gex.obs[[batch_key]] if batch_key else pd.DataFrame(index=gex.obs_names),
         var=pd.DataFrame(index=gex.var_names),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*n_top_genes > number of normalized dispersions.*"
-        )
-        result = sc.pp.highly_variable_genes(
-            tmp, n_top_genes=n_top, flavor=flavor, batch_key=batch_key, inplace=False, subset=False
-        )
+    kwargs = {"span": span} if flavor.startswith("seurat_v3") else {}
+    spans = [span, *[s for s in (0.5, 0.8) if s > span]] if kwargs else [None]
+    for attempt, this_span in enumerate(spans):
+        if kwargs:
+            kwargs["span"] = this_span
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*n_top_genes > number of normalized.*")
+                result = sc.pp.highly_variable_genes(
+                    tmp,
+                    n_top_genes=n_top,
+                    flavor=flavor,
+                    batch_key=batch_key,
+                    inplace=False,
+                    **kwargs,
+                )
+            break
+        except ValueError as err:
+            if "singularit" not in str(err) or attempt == len(spans) - 1:
+                raise ValueError(
+                    f"highly_variable_genes(flavor={flavor!r}) failed: {err}. With batch_key, "
+                    "every batch needs enough cells (a few hundred); try batch_key=None, a "
+                    "larger span, or merging small batches."
+                ) from err
+            warnings.warn(
+                f"seurat_v3's loess fit was singular with span={this_span} "
+                f"({'per batch' if batch_key else 'on all cells'}); retrying with "
+                f"span={spans[attempt + 1]}.",
+                UserWarning,
+                stacklevel=2,
+            )
     result.index = gex.var_names
     if result["highly_variable"].sum() != n_top:
         # flavors that threshold dispersions can tie; keep exactly n_top by rank
