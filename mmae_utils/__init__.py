@@ -32,7 +32,50 @@ _SUBMODULES = (
     "report",
 )
 
-__all__ = [*_SUBMODULES, "__version__"]
+__all__ = [*_SUBMODULES, "__version__", "setup_session"]
+
+
+def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str]:
+    """Print the versions that matter and seed everything: the first cell of every notebook.
+
+    Parameters
+    ----------
+    seed
+        Seeds Python, NumPy, Keras and TensorFlow (:func:`mmae_utils._utils.set_seed`).
+    deterministic
+        Ask TensorFlow for deterministic kernels (op determinism).
+
+    Returns
+    -------
+    The printed versions, as a mapping of package to version.
+    """
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ._utils import set_seed
+
+    versions = {"python": platform.python_version(), "mmae_utils": __version__}
+    for pkg in (
+        "numpy",
+        "scipy",
+        "pandas",
+        "anndata",
+        "scanpy",
+        "episcanpy",
+        "scib",
+        "tensorflow",
+        "keras",
+    ):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "not installed"
+    set_seed(seed, deterministic=deterministic)
+    print("  ".join(f"{k} {v}" for k, v in versions.items()))
+    print(
+        f"seed {seed} (Python, NumPy, Keras, TensorFlow; op determinism {'on' if deterministic else 'off'})"
+    )
+    return versions
 
 
 def __getattr__(name: str):

@@ -457,3 +457,159 @@ def split_modalities(adata: ad.AnnData, *, copy: bool = True) -> tuple[ad.AnnDat
         view = adata[:, np.flatnonzero(mask)]
         parts.append(view.copy() if copy else view)
     return parts[0], parts[1]
+
+
+def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
+    """Write ``adata`` to ``path`` atomically (temporary file + rename).
+
+    Returns
+    -------
+    The path written. A failure leaves any previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    if path.suffix != ".h5ad":
+        raise ValueError(f"Expected a .h5ad path, got {path}.")
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return path
+
+
+def combine_selected(
+    gex: ad.AnnData, atac: ad.AnnData, *, key: str = "highly_variable"
+) -> ad.AnnData:
+    """Join the selected GEX and ATAC features back into one multiome AnnData.
+
+    Parameters
+    ----------
+    gex, atac
+        The two modalities (same cells, same order) after
+        :func:`~mmae_utils.features.select_gex` / :func:`~mmae_utils.features.select_atac`.
+    key
+        Boolean ``var`` column marking the features to keep.
+
+    Returns
+    -------
+    AnnData with the selected genes then the selected peaks, ``layers`` and ``X`` as in the
+    inputs, ``var`` keeping ``feature_types`` and ``gene_id``, ``obs``/``obsm``/``uns`` from
+    ``gex``.
+    """
+    if not gex.obs_names.equals(atac.obs_names):
+        raise ValueError("gex and atac must hold the same cells in the same order.")
+    for name, part in (("gex", gex), ("atac", atac)):
+        if key not in part.var:
+            raise KeyError(f"{name}.var[{key!r}] is missing: run feature selection first.")
+    g = gex[:, gex.var[key].to_numpy(bool)]
+    a = atac[:, atac.var[key].to_numpy(bool)]
+    out = ad.concat([g, a], axis=1, merge="first", uns_merge="first")
+    out.obs = gex.obs.copy()
+    out.obsm = dict(gex.obsm)
+    out.uns = dict(gex.uns)
+    cols = [c for c in ("feature_types", "gene_id") if c in out.var]
+    out.var = out.var[cols]
+    return out
+
+
+def summarize(adata: ad.AnnData, *, layer: str = "counts"):
+    """Per-modality overview: features, non-zero fraction, median counts and features per cell.
+
+    Parameters
+    ----------
+    adata
+        Multiome AnnData (in memory, or read with ``backed=True``: then the counts are
+        read from disk in chunks).
+    layer
+        Layer with raw counts (``X`` when absent).
+
+    Returns
+    -------
+    A DataFrame with one row per modality.
+    """
+    import pandas as pd
+
+    ft = _feature_types(adata)
+    handle = None
+    if "mmae_backed" in adata.uns:
+        handle, counts = open_counts(adata)
+    else:
+        counts = adata.layers[layer] if layer in adata.layers else adata.X
+    try:
+        per_cell = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
+        per_cell_n = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
+        cols = {m: np.flatnonzero(ft == m) for m in (GEX, ATAC)}
+        for start, stop in _row_chunks(adata.n_obs, 5000):
+            block = (
+                to_csr(counts[start:stop])
+                if sp.issparse(counts[start:stop])
+                else sp.csr_matrix(counts[start:stop])
+            )
+            for m in (GEX, ATAC):
+                part = block[:, cols[m]]
+                per_cell[m][start:stop] = np.asarray(part.sum(axis=1)).ravel()
+                per_cell_n[m][start:stop] = np.diff(part.indptr)
+    finally:
+        if handle is not None:
+            handle.close()
+    rows = []
+    for m in (GEX, ATAC):
+        n = len(cols[m])
+        rows.append(
+            {
+                "modality": m,
+                "features": n,
+                "non-zero %": 100 * per_cell_n[m].sum() / max(1, n * adata.n_obs),
+                "median counts / cell": float(np.median(per_cell[m])),
+                "median features / cell": float(np.median(per_cell_n[m])),
+            }
+        )
+    return pd.DataFrame(rows).set_index("modality").round(2)
+
+
+def save_input(adata: ad.AnnData, run_dir: str | os.PathLike, *, source: str) -> Path:
+    """Record which data a run uses, for the next notebooks (:func:`load_input`).
+
+    A file the user named (``source`` a path, or the cached GEO file) is referenced, not
+    copied; data that exist only in memory (the built-in demo) are written to
+    ``RUN_DIR/input.h5ad``.
+
+    Returns
+    -------
+    Path of ``RUN_DIR/input.json`` (and ``RUN_DIR/input.h5ad`` for in-memory data).
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if "mmae_backed" in adata.uns:
+        record = {"source": source, "path": adata.uns["mmae_backed"]["path"], "backed": True}
+    elif adata.filename is not None or (source not in ("demo",) and Path(str(source)).exists()):
+        path = adata.filename or Path(str(source))
+        record = {"source": source, "path": str(Path(path).resolve()), "backed": False}
+    elif source == "bmmc":
+        from .datasets import fetch_bmmc
+
+        record = {"source": source, "path": str(fetch_bmmc()), "backed": False}
+    else:
+        path = write_h5ad(adata, run_dir / "input.h5ad")
+        record = {"source": source, "path": str(path.resolve()), "backed": False}
+    out = run_dir / "input.json"
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return out
+
+
+def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.AnnData:
+    """Read the data recorded by :func:`save_input` in ``run_dir``.
+
+    Returns
+    -------
+    The AnnData (validated again, as :func:`load_multiome` does).
+    """
+    import json
+
+    record_path = Path(run_dir) / "input.json"
+    if not record_path.exists():
+        raise FileNotFoundError(
+            f"{record_path} does not exist: run notebook 01_load_data with RUN_DIR={str(run_dir)!r} first."
+        )
+    record = json.loads(record_path.read_text())
+    return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)

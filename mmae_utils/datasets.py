@@ -1210,3 +1210,37 @@ def fetch_bmmc(
 def _sha_note_matches(gz_path: Path, expected: str) -> bool:
     note = gz_path.with_suffix(gz_path.suffix + ".sha256")
     return note.exists() and note.read_text().strip().lower() == expected.lower()
+
+
+def load_dataset(
+    data: str | os.PathLike = "demo",
+    *,
+    seed: int = 0,
+    backed: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> ad.AnnData:
+    """The dataset a notebook parameter ``DATA`` names, read and validated.
+
+    Parameters
+    ----------
+    data
+        ``"demo"`` (:func:`demo`), ``"bmmc"`` (:func:`fetch_bmmc`, then read) or the path of
+        a multiome ``.h5ad``/``.h5ad.gz`` in the GSE194122 schema.
+    seed
+        Seed of the demo data.
+    backed
+        Read a file in backed mode (see :func:`mmae_utils.data.load_multiome`).
+    cache_dir
+        Download folder for ``"bmmc"``.
+
+    Returns
+    -------
+    The AnnData.
+    """
+    from .data import load_multiome
+
+    if str(data) == "demo":
+        return demo(seed=seed)
+    if str(data) == "bmmc":
+        return load_multiome(fetch_bmmc(cache_dir), backed=backed)
+    return load_multiome(data, backed=backed)
