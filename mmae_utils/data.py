@@ -475,7 +475,7 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
 
 
 def combine_selected(
-    gex: ad.AnnData, atac: ad.AnnData, *, key: str = "highly_variable"
+    gex: ad.AnnData, atac: ad.AnnData, *, key: str = "highly_variable", progress: bool = True
 ) -> ad.AnnData:
     """Join the selected GEX and ATAC features back into one multiome AnnData.
 
@@ -486,18 +486,23 @@ def combine_selected(
         :func:`~mmae_utils.features.select_gex` / :func:`~mmae_utils.features.select_atac`.
     key
         Boolean ``var`` column marking the features to keep.
+    progress
+        Progress bar when reading backed data.
 
     Returns
     -------
-    AnnData with the selected genes then the selected peaks, ``layers`` and ``X`` as in the
-    inputs, ``var`` keeping ``feature_types`` and ``gene_id``, ``obs``/``obsm``/``uns`` from
-    ``gex``.
+    In-memory AnnData with the selected genes then the selected peaks, ``layers`` and ``X``
+    as in the inputs, ``var`` keeping ``feature_types`` and ``gene_id``,
+    ``obs``/``obsm``/``uns`` from ``gex``. For backed inputs only the selected columns of
+    the counts are read, chunk by chunk, into ``layers["counts"]`` (``X`` is then ``None``).
     """
     if not gex.obs_names.equals(atac.obs_names):
         raise ValueError("gex and atac must hold the same cells in the same order.")
     for name, part in (("gex", gex), ("atac", atac)):
         if key not in part.var:
             raise KeyError(f"{name}.var[{key!r}] is missing: run feature selection first.")
+    if is_backed(gex) or is_backed(atac):
+        return _combine_selected_backed(gex, atac, key=key, progress=progress)
     g = gex[:, gex.var[key].to_numpy(bool)]
     a = atac[:, atac.var[key].to_numpy(bool)]
     out = ad.concat([g, a], axis=1, merge="first", uns_merge="first")
@@ -613,3 +618,81 @@ def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.
         )
     record = json.loads(record_path.read_text())
     return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
+
+
+def is_backed(adata: ad.AnnData) -> bool:
+    """Whether ``adata`` was read with ``load_multiome(..., backed=True)`` (counts on disk)."""
+    return "mmae_backed" in adata.uns
+
+
+def _file_columns(adata: ad.AnnData) -> np.ndarray:
+    """Positions in the on-disk matrix of ``adata``'s features (works on feature subsets)."""
+    import h5py
+    import pandas as pd
+    from anndata.io import read_elem
+
+    info = adata.uns["mmae_backed"]
+    with h5py.File(info["path"], "r") as f:
+        file_var = pd.Index(read_elem(f["var"]).index)
+    cols = file_var.get_indexer(adata.var_names)
+    if (cols < 0).any():
+        raise KeyError("Some features of this AnnData are not in its backing file.")
+    return cols
+
+
+def iter_counts(
+    adata: ad.AnnData,
+    *,
+    layer: str = "counts",
+    chunk_size: int = 5000,
+    progress: bool = False,
+    desc: str = "reading counts",
+):
+    """Iterate over the raw counts of ``adata`` in row chunks, as CSR ``float`` blocks.
+
+    Works alike on in-memory data (``layers[layer]``, else ``X``) and on data read with
+    ``load_multiome(..., backed=True)``, where only one chunk is in memory at a time and
+    only ``adata``'s features (e.g. one modality) are kept from each chunk.
+
+    Yields
+    ------
+    ``(start, stop, block)``: cells ``start:stop`` as a ``csr_matrix`` with ``adata.n_vars``
+    columns.
+    """
+    handle = None
+    if is_backed(adata):
+        cols = _file_columns(adata)
+        handle, counts = open_counts(adata)
+        whole = np.array_equal(cols, np.arange(len(cols))) and counts.shape[1] == len(cols)
+    else:
+        counts = adata.layers[layer] if layer in adata.layers else adata.X
+        cols, whole = None, True
+    try:
+        bar = tqdm(total=adata.n_obs, desc=desc, unit="cell", disable=not progress)
+        for start, stop in _row_chunks(adata.n_obs, chunk_size):
+            block = counts[start:stop]
+            block = to_csr(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+            if not whole:
+                block = block[:, cols]
+            yield start, stop, block
+            bar.update(stop - start)
+        bar.close()
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _combine_selected_backed(gex, atac, *, key: str, progress: bool) -> ad.AnnData:
+    g = gex[:, gex.var[key].to_numpy(bool)]
+    a = atac[:, atac.var[key].to_numpy(bool)]
+    var = ad.concat([g, a], axis=1, merge="first").var
+    both = ad.AnnData(obs=gex.obs[[]], var=var, uns={"mmae_backed": gex.uns["mmae_backed"]})
+    blocks = [
+        b for _, _, b in iter_counts(both, progress=progress, desc="reading selected features")
+    ]
+    counts = sp.vstack(blocks, format="csr").astype(np.float32)
+    uns = {k: v for k, v in gex.uns.items() if k != "mmae_backed"}
+    cols = [c for c in ("feature_types", "gene_id") if c in var]
+    return ad.AnnData(
+        obs=gex.obs.copy(), var=var[cols], obsm=dict(gex.obsm), uns=uns, layers={"counts": counts}
+    )

@@ -54,6 +54,9 @@ def select_gex(
     layer: str | None = "counts",
     batch_key: str | None = None,
     span: float = 0.3,
+    chunked: bool | None = None,
+    chunk_size: int = 5000,
+    progress: bool | None = None,
     inplace: bool = True,
 ) -> pd.DataFrame | None:
     """Select highly variable genes with ``scanpy.pp.highly_variable_genes``.
@@ -79,6 +82,14 @@ def select_gex(
     span
         Loess span of seurat_v3. Small batches can make the loess fit singular; then the
         fit is retried with spans 0.5 and 0.8 (with a warning) before giving up.
+    chunked
+        Compute the statistics over row chunks (:func:`seurat_v3_chunked`), reading a
+        backed file one chunk at a time. Default: when ``gex`` is backed
+        (``load_multiome(..., backed=True)``). Same result as the in-memory path.
+    chunk_size
+        Cells per chunk in the chunked path.
+    progress
+        Progress bar in the chunked path (default: for more than 20,000 cells).
     inplace
         Write the result to ``gex.var`` (else return it).
 
@@ -100,6 +111,20 @@ def select_gex(
             "gex, atac = mmae_utils.data.split_modalities(adata)."
         )
     n_top = _check_n_top(n_top, gex.n_vars, "genes")
+    if batch_key is not None and batch_key not in gex.obs:
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
+        )
+    from .data import is_backed
+
+    if chunked or (chunked is None and is_backed(gex)):
+        if progress is None:
+            progress = gex.n_obs > 20_000
+        result = seurat_v3_chunked(
+            gex, n_top=n_top, flavor=flavor, batch_key=batch_key, span=span,
+            chunk_size=chunk_size, progress=progress,
+        )  # fmt: skip
+        return _finish_gex(gex, result, n_top, flavor, inplace)
     x = _matrix(gex, layer, "select_gex")
     if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
         raise ValueError(
@@ -157,6 +182,10 @@ def select_gex(
         keep = np.zeros(len(result), bool)
         keep[order[:n_top]] = True
         result["highly_variable"] = keep
+    return _finish_gex(gex, result, n_top, flavor, inplace)
+
+
+def _finish_gex(gex, result: pd.DataFrame, n_top: int, flavor: str, inplace: bool):
     logger.info("select_gex: %d of %d genes kept (flavor=%s)", n_top, gex.n_vars, flavor)
     if not inplace:
         return result
@@ -170,6 +199,9 @@ def select_atac(
     *,
     n_top: int = 5000,
     layer: str | None = "counts",
+    chunked: bool | None = None,
+    chunk_size: int = 5000,
+    progress: bool | None = None,
     inplace: bool = True,
 ) -> pd.DataFrame | None:
     """Select the ``n_top`` most variable peaks by episcanpy's variability score.
@@ -196,6 +228,13 @@ def select_atac(
     layer
         Layer with raw counts (falls back to ``X`` with a warning when absent; only which
         entries are non-zero matters).
+    chunked
+        Count cells per peak over row chunks (:func:`peak_cell_counts`) instead of calling
+        episcanpy on the whole matrix. Default: when ``atac`` is backed. Same result.
+    chunk_size
+        Cells per chunk in the chunked path.
+    progress
+        Progress bar in the chunked path (default: for more than 20,000 cells).
     inplace
         Write the result to ``atac.var`` (else return it).
 
@@ -212,14 +251,24 @@ def select_atac(
             "gex, atac = mmae_utils.data.split_modalities(adata)."
         )
     n_top = _check_n_top(n_top, atac.n_vars, "peaks")
-    x = _matrix(atac, layer, "select_atac")
-    binary = to_csr(x).copy() if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
-    binary.eliminate_zeros()
-    binary.data = np.ones_like(binary.data, dtype=np.float32)
-    epi = import_episcanpy()
-    tmp = ad.AnnData(X=binary, var=pd.DataFrame(index=atac.var_names))
-    epi.pp.cal_var(tmp, show=False)
-    result = tmp.var[["n_cells", "prop_shared_cells", "variability_score"]].copy()
+    from .data import is_backed
+
+    if chunked or (chunked is None and is_backed(atac)):
+        if progress is None:
+            progress = atac.n_obs > 20_000
+        n_cells = peak_cell_counts(atac, chunk_size=chunk_size, progress=progress)
+        result = pd.DataFrame({"n_cells": n_cells.astype(np.float64)}, index=atac.var_names)
+        result["prop_shared_cells"] = result["n_cells"] / atac.n_obs
+        result["variability_score"] = 1 - np.abs(result["prop_shared_cells"] - 0.5)  # as episcanpy
+    else:
+        x = _matrix(atac, layer, "select_atac")
+        binary = to_csr(x).copy() if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
+        binary.eliminate_zeros()
+        binary.data = np.ones_like(binary.data, dtype=np.float32)
+        epi = import_episcanpy()
+        tmp = ad.AnnData(X=binary, var=pd.DataFrame(index=atac.var_names))
+        epi.pp.cal_var(tmp, show=False)
+        result = tmp.var[["n_cells", "prop_shared_cells", "variability_score"]].copy()
     score = result["variability_score"].to_numpy()
     order = np.lexsort((np.arange(score.size), -score))  # score descending, then position
     rank = np.empty(score.size, dtype=np.int64)
@@ -232,3 +281,155 @@ def select_atac(
     for col in result.columns:
         atac.var[col] = result[col].to_numpy()
     return None
+
+
+# --------------------------------------------------------------------------------------
+# Out-of-core selection: the same statistics, accumulated over row chunks
+# --------------------------------------------------------------------------------------
+
+
+def _batch_codes(adata: ad.AnnData, batch_key: str | None) -> tuple[np.ndarray, int]:
+    if batch_key is None:
+        return np.zeros(adata.n_obs, dtype=np.int64), 1
+    # same batch order as scanpy's np.unique(batch_info)
+    values = adata.obs[batch_key].to_numpy()
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), len(uniques)
+
+
+def _grouped_column_sums(
+    block: sp.csr_matrix, codes: np.ndarray, n_groups: int, values: np.ndarray
+):
+    """Per group of rows, per column: sum of ``values`` (aligned with ``block.data``), in row order."""
+    n_cols = block.shape[1]
+    row_group = np.repeat(codes, np.diff(block.indptr))
+    flat = row_group * n_cols + block.indices
+    return np.bincount(flat, weights=values, minlength=n_groups * n_cols).reshape(n_groups, n_cols)
+
+
+def seurat_v3_chunked(
+    gex: ad.AnnData,
+    *,
+    n_top: int = 2500,
+    flavor: str = "seurat_v3",
+    batch_key: str | None = None,
+    span: float = 0.3,
+    chunk_size: int = 5000,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """scanpy's ``seurat_v3`` highly-variable-gene ranking, computed over row chunks.
+
+    Two passes over the counts (:func:`mmae_utils.data.iter_counts`), each holding one chunk
+    in memory: per gene and batch the sum and sum of squares (mean and variance), then, after
+    scanpy's loess fit, the sums of the counts clipped at ``mean + sqrt(n) * fitted sd``.
+    Counts are integers, so the sums are exact and the result equals
+    ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` on the same data.
+
+    Returns
+    -------
+    DataFrame indexed like ``gex.var`` with scanpy's columns ``highly_variable``,
+    ``highly_variable_rank``, ``means``, ``variances``, ``variances_norm`` and
+    ``highly_variable_nbatches``.
+    """
+    from skmisc.loess import loess
+
+    from .data import iter_counts
+
+    codes, n_b = _batch_codes(gex, batch_key)
+    n_genes = gex.n_vars
+    sums = np.zeros((n_b, n_genes))
+    sq = np.zeros((n_b, n_genes))
+    for start, stop, block in iter_counts(
+        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 1/2"
+    ):
+        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
+        # of large squares included), summed in float64: exact for integer counts
+        sums += _grouped_column_sums(block, codes[start:stop], n_b, block.data.astype(np.float64))
+        squares = (block.data * block.data).astype(np.float64)
+        sq += _grouped_column_sums(block, codes[start:stop], n_b, squares)
+    n_per = np.bincount(codes, minlength=n_b).astype(np.float64)
+
+    def mean_var(s, q, n):
+        mean = s / n
+        var = q / n - mean**2
+        if n != 1:
+            var = var * (n / (n - 1))
+        return mean, var
+
+    all_mean, all_var = mean_var(sums.sum(0), sq.sum(0), float(gex.n_obs))
+    means, reg_stds, clips = [], [], []
+    for b in range(n_b):
+        mean, var = mean_var(sums[b], sq[b], n_per[b])
+        not_const = var > 0
+        estimat_var = np.zeros(n_genes, dtype=np.float64)
+        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+        model.fit()
+        estimat_var[not_const] = model.outputs.fitted_values
+        reg_std = np.sqrt(10**estimat_var)
+        means.append(mean)
+        reg_stds.append(reg_std)
+        clips.append(reg_std * np.sqrt(n_per[b]) + mean)
+    clip = np.stack(clips)
+    csum = np.zeros((n_b, n_genes))
+    csq = np.zeros((n_b, n_genes))
+    for start, stop, block in iter_counts(
+        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 2/2"
+    ):
+        row_codes = np.repeat(codes[start:stop], np.diff(block.indptr))
+        element = np.minimum(block.data.astype(np.float64), clip[row_codes, block.indices])
+        csum += _grouped_column_sums(block, codes[start:stop], n_b, element)
+        csq += _grouped_column_sums(block, codes[start:stop], n_b, element**2)
+    norm_gene_vars = np.stack(
+        [
+            (1 / ((n_per[b] - 1) * np.square(reg_stds[b])))
+            * ((n_per[b] * np.square(means[b])) + csq[b] - 2 * csum[b] * means[b])
+            for b in range(n_b)
+        ]
+    )
+    # from here on exactly scanpy's ranking (Seurat v3's SelectIntegrationFeatures)
+    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
+    nbatches = np.sum((ranked < n_top).astype(int), axis=0)
+    ranked[ranked >= n_top] = np.nan
+    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
+    df = pd.DataFrame(index=gex.var_names)
+    df["means"], df["variances"] = all_mean, all_var
+    df["highly_variable_nbatches"] = nbatches
+    df["highly_variable_rank"] = median_ranked
+    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
+    if flavor == "seurat_v3":
+        cols, asc = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
+    elif flavor == "seurat_v3_paper":
+        cols, asc = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
+    else:
+        raise ValueError(
+            f"The chunked path supports flavor 'seurat_v3' and 'seurat_v3_paper', not {flavor!r}."
+        )
+    order = df[cols].sort_values(cols, ascending=asc, na_position="last").index
+    df["highly_variable"] = False
+    df.loc[order[: int(n_top)], "highly_variable"] = True
+    out = df[
+        ["highly_variable", "highly_variable_rank", "means", "variances", "variances_norm"]
+    ].copy()
+    if batch_key is not None:
+        out["highly_variable_nbatches"] = df["highly_variable_nbatches"]
+    return out
+
+
+def peak_cell_counts(
+    atac: ad.AnnData, *, chunk_size: int = 5000, progress: bool = False
+) -> np.ndarray:
+    """Number of cells in which each peak has at least one count, over row chunks.
+
+    Returns
+    -------
+    Integer array of length ``atac.n_vars``.
+    """
+    from .data import iter_counts
+
+    n_cells = np.zeros(atac.n_vars, dtype=np.int64)
+    for _, _, block in iter_counts(
+        atac, chunk_size=chunk_size, progress=progress, desc="peak counts"
+    ):
+        block.eliminate_zeros()
+        n_cells += np.bincount(block.indices, minlength=atac.n_vars)
+    return n_cells

@@ -173,3 +173,70 @@ def test_newcomer_flow_on_demo_sizes(tmp_path):
     select_atac(atac, n_top=5000)
     assert gex.var["highly_variable"].sum() == 2500
     assert atac.var["highly_variable"].sum() == 5000
+
+
+# ---------------------------------------------------------------------------------------
+# out-of-core (chunked) selection equals the in-memory one
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def on_disk(tmp_path_factory):
+    from mmae_utils.data import load_multiome
+    from mmae_utils.datasets import synthetic_bmmc
+
+    adata = synthetic_bmmc(2400, 1500, 3000, seed=13, batches=["s1d1", "s2d4", "s3d10"])
+    path = tmp_path_factory.mktemp("disk") / "m.h5ad"
+    adata.write_h5ad(path)
+    return adata, load_multiome(path, backed=True)
+
+
+@pytest.mark.parametrize("batch_key", [None, "batch"])
+def test_chunked_hvg_equals_scanpy(on_disk, batch_key):
+    import scanpy as sc
+
+    adata, backed = on_disk
+    gex, _ = split_modalities(adata)
+    gex_b, _ = split_modalities(backed)
+    ref = sc.pp.highly_variable_genes(
+        gex, n_top_genes=400, flavor="seurat_v3", layer="counts", batch_key=batch_key, inplace=False
+    )
+    got = select_gex(gex_b, n_top=400, batch_key=batch_key, chunk_size=333, inplace=False)
+    assert got["highly_variable"].sum() == 400
+    np.testing.assert_array_equal(
+        got["highly_variable"].to_numpy(), ref["highly_variable"].to_numpy()
+    )
+    np.testing.assert_array_equal(
+        got["highly_variable_rank"].to_numpy(), ref["highly_variable_rank"].to_numpy()
+    )
+    np.testing.assert_array_equal(got["means"].to_numpy(), ref["means"].to_numpy())
+    np.testing.assert_array_equal(got["variances"].to_numpy(), ref["variances"].to_numpy())
+    np.testing.assert_allclose(
+        got["variances_norm"].to_numpy(), ref["variances_norm"].to_numpy(), rtol=1e-12
+    )
+
+
+def test_chunked_atac_equals_in_memory(on_disk):
+    adata, backed = on_disk
+    _, atac = split_modalities(adata)
+    _, atac_b = split_modalities(backed)
+    ref = select_atac(atac, n_top=900, inplace=False)
+    got = select_atac(atac_b, n_top=900, chunk_size=500, inplace=False)
+    pd.testing.assert_frame_equal(got, ref)
+
+
+def test_backed_combine_reads_only_selected_columns(on_disk):
+    from mmae_utils.data import combine_selected
+
+    adata, backed = on_disk
+    gex, atac = split_modalities(adata)
+    gex_b, atac_b = split_modalities(backed)
+    for g, a in ((gex, atac), (gex_b, atac_b)):
+        select_gex(g, n_top=300)
+        select_atac(a, n_top=600)
+    mem = combine_selected(gex, atac)
+    disk = combine_selected(gex_b, atac_b, progress=False)
+    assert disk.shape == mem.shape == (adata.n_obs, 900)
+    assert (disk.layers["counts"] != mem.layers["counts"]).nnz == 0
+    pd.testing.assert_frame_equal(disk.var, mem.var)
+    assert (disk.var["feature_types"] == "GEX").sum() == 300
