@@ -36,7 +36,7 @@ def main() -> None:
         args.cells, args.genes, args.peaks, seed=0, path=args.out, chunk_size=args.chunk_size, progress=True
     )
     wall = time.perf_counter() - t0
-    adata.file.close()
+    del adata
     with h5py.File(args.out, "r") as f:
         indptr = f["layers/counts/indptr"]
         nnz = int(indptr[-1])

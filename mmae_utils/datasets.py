@@ -947,8 +947,9 @@ def synthetic_bmmc(
         Random seed.
     path
         If given, stream the result to this ``.h5ad`` file chunk by chunk (bounded memory,
-        written atomically: a temporary file renamed on success) and return it opened in
-        backed mode (``backed="r"``). Use this for the full size.
+        written atomically: a temporary file renamed on success) and return it as
+        ``load_multiome(path, backed=True)`` does: metadata in memory, counts on disk. Use
+        this for the full size.
     cell_types
         Subset of :data:`CELL_TYPE_COUNTS` to simulate (default all 22).
     batches
@@ -968,7 +969,7 @@ def synthetic_bmmc(
 
     Returns
     -------
-    An :class:`~anndata.AnnData` (in memory, or backed when ``path`` is given) with
+    An :class:`~anndata.AnnData` (in memory; with ``path``, the metadata only, see above) with
 
     - ``X``: log1p of counts per 10,000 per modality (float32 CSR);
     - ``layers["counts"]``: raw counts (float32 CSR, integers);
@@ -1075,7 +1076,10 @@ def _stream_to_h5ad(
             for key in ("obsp", "varm", "varp"):
                 write_elem(f, key, {})
             write_elem(f, "uns", uns)
-    return ad.read_h5ad(path, backed="r")
+    from .data import load_multiome
+
+    # anndata's backed="r" would load layers["counts"] into memory; this keeps it on disk
+    return load_multiome(path, backed=True, validate=False)
 
 
 def demo(*, seed: int = 0) -> ad.AnnData:

@@ -201,9 +201,10 @@ def test_result_does_not_depend_on_chunk_size():
 
 def test_streaming_to_disk_equals_in_memory(tmp_path):
     path = tmp_path / "sim.h5ad"
+    from mmae_utils.data import is_backed
+
     backed = synthetic_bmmc(600, 600, 900, seed=4, path=path, chunk_size=256)
-    assert backed.isbacked
-    backed.file.close()
+    assert is_backed(backed) and backed.X is None and not backed.layers
     on_disk = ad.read_h5ad(path)
     in_mem = synthetic_bmmc(600, 600, 900, seed=4)
     assert (on_disk.layers["counts"] != in_mem.layers["counts"]).nnz == 0
