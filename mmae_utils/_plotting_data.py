@@ -200,3 +200,97 @@ def peak_variability(atac: ad.AnnData, *, save: str | os.PathLike | None = None)
     axes[0].set_title(f"variable peaks: {hv.sum():,} of {len(hv):,}")
     fig.tight_layout()
     return _save(fig, save)
+
+
+def architecture(model, *, save: str | os.PathLike | None = None):
+    """Figure 4 of the survey drawn for ``model``: encoders, the joint code, the decoders.
+
+    Arrows show which part of the code each decoder reads: with ``decoders="joint"`` both
+    decoders read the whole joint code; with ``"own"`` each reads only its modality's part.
+
+    Returns
+    -------
+    The matplotlib figure.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    cfg = model.config if hasattr(model, "config") else model.get_config()
+    hidden = list(cfg.get("hidden", ()))
+    g_lat, a_lat = model.gex_latent_dim, model.atac_latent_dim
+    joint = cfg.get("decoders", "joint") == "joint"
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 6)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color):
+        ax.add_patch(
+            FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="k", lw=0.8)
+        )
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+
+    def arrow(x0, y0, x1, y1, color="k"):
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color=color, lw=1.2
+            )
+        )
+
+    hid = " > ".join(str(h) for h in hidden) or "none"
+    box(0.1, 3.6, 1.6, 1.0, f"GEX input\n{model.gex_dim:,} genes", "#cde")
+    box(0.1, 1.2, 1.6, 1.0, f"ATAC input\n{model.atac_dim:,} peaks", "#edc")
+    box(2.2, 3.6, 1.8, 1.0, f"GEX encoder\nDense {hid}", "#cde")
+    box(2.2, 1.2, 1.8, 1.0, f"ATAC encoder\nDense {hid}", "#edc")
+    box(4.6, 3.1, 1.4, 0.9, f"z_gex ({g_lat})", "#cde")
+    box(4.6, 1.9, 1.4, 0.9, f"z_atac ({a_lat})", "#edc")
+    ax.add_patch(
+        FancyBboxPatch(
+            (4.45, 1.7),
+            1.7,
+            2.5,
+            boxstyle="round,pad=0.05",
+            fc="none",
+            ec="purple",
+            lw=1.5,
+            ls="--",
+        )
+    )
+    ax.text(5.3, 4.45, f"joint code z ({g_lat + a_lat})", ha="center", color="purple", fontsize=10)
+    box(
+        7.0,
+        3.6,
+        1.8,
+        1.0,
+        f"GEX decoder\nDense {' > '.join(str(h) for h in hidden[::-1]) or 'none'}",
+        "#cde",
+    )
+    box(
+        7.0,
+        1.2,
+        1.8,
+        1.0,
+        f"ATAC decoder\nDense {' > '.join(str(h) for h in hidden[::-1]) or 'none'}",
+        "#edc",
+    )
+    box(9.3, 3.6, 1.6, 1.0, "GEX output\nMSE (log-norm.)", "#cde")
+    box(9.3, 1.2, 1.6, 1.0, "ATAC logits\nBCE (binary)", "#edc")
+    arrow(1.75, 4.1, 2.15, 4.1)
+    arrow(1.75, 1.7, 2.15, 1.7)
+    arrow(4.05, 4.1, 4.55, 3.55)
+    arrow(4.05, 1.7, 4.55, 2.35)
+    if joint:
+        for y_src in (3.55, 2.35):
+            arrow(6.05, y_src, 6.95, 4.1, "purple")
+            arrow(6.05, y_src, 6.95, 1.7, "purple")
+    else:
+        arrow(6.05, 3.55, 6.95, 4.1)
+        arrow(6.05, 2.35, 6.95, 1.7)
+    arrow(8.85, 4.1, 9.25, 4.1)
+    arrow(8.85, 1.7, 9.25, 1.7)
+    title = (
+        "both decoders read the whole joint code (Figure 4)"
+        if joint
+        else "each decoder reads only its own half (original notebook)"
+    )
+    ax.set_title(f"decoders={cfg.get('decoders')!r}: {title}", fontsize=11)
+    return _save(fig, save)

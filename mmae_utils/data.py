@@ -26,6 +26,9 @@ GEX, ATAC = "GEX", "ATAC"
 #: Smallest dataset the pipeline accepts.
 MIN_CELLS = 50
 MIN_FEATURES = 10
+#: Cells per chunk when counts are read or scanned chunk by chunk: at the real file's
+#: density about 16 M stored values, some 130 MB, per chunk.
+CHUNK_SIZE = 2000
 
 
 class MultiomeError(ValueError):
@@ -56,7 +59,7 @@ def _row_chunks(n: int, chunk: int):
 
 
 def _scan_counts(
-    mat, n_rows: int, *, integer: bool, where: str, chunk: int = 5000, progress: bool = False
+    mat, n_rows: int, *, integer: bool, where: str, chunk: int = CHUNK_SIZE, progress: bool = False
 ):
     """Check finiteness, sign and integrality chunk by chunk; count zero rows and columns.
 
@@ -541,7 +544,7 @@ def summarize(adata: ad.AnnData, *, layer: str = "counts"):
         per_cell = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
         per_cell_n = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
         cols = {m: np.flatnonzero(ft == m) for m in (GEX, ATAC)}
-        for start, stop in _row_chunks(adata.n_obs, 5000):
+        for start, stop in _row_chunks(adata.n_obs, CHUNK_SIZE):
             block = (
                 to_csr(counts[start:stop])
                 if sp.issparse(counts[start:stop])
@@ -644,7 +647,7 @@ def iter_counts(
     adata: ad.AnnData,
     *,
     layer: str = "counts",
-    chunk_size: int = 5000,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool = False,
     desc: str = "reading counts",
 ):
@@ -696,3 +699,25 @@ def _combine_selected_backed(gex, atac, *, key: str, progress: bool) -> ad.AnnDa
     return ad.AnnData(
         obs=gex.obs.copy(), var=var[cols], obsm=dict(gex.obsm), uns=uns, layers={"counts": counts}
     )
+
+
+def _stack_rows(blocks: list) -> sp.csr_matrix:
+    """``vstack`` for CSR row blocks that frees each block once copied (peak: result + one block)."""
+    nnz = sum(b.nnz for b in blocks)
+    n_rows = sum(b.shape[0] for b in blocks)
+    n_cols = blocks[0].shape[1]
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=np.int64 if nnz >= 2**31 or n_cols >= 2**31 else np.int32)
+    indptr = np.empty(n_rows + 1, dtype=indices.dtype)
+    indptr[0] = 0
+    pos = row = 0
+    for i in range(len(blocks)):
+        b = blocks[i]
+        blocks[i] = None  # let the block go as soon as it is copied
+        data[pos : pos + b.nnz] = b.data
+        indices[pos : pos + b.nnz] = b.indices
+        indptr[row + 1 : row + b.shape[0] + 1] = b.indptr[1:] + pos
+        pos += b.nnz
+        row += b.shape[0]
+        del b
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from ._compat import import_episcanpy
 from ._utils import logger, to_csr
+from .data import CHUNK_SIZE
 
 
 def _matrix(adata: ad.AnnData, layer: str | None, what: str):
@@ -55,7 +56,7 @@ def select_gex(
     batch_key: str | None = None,
     span: float = 0.3,
     chunked: bool | None = None,
-    chunk_size: int = 5000,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool | None = None,
     inplace: bool = True,
 ) -> pd.DataFrame | None:
@@ -200,7 +201,7 @@ def select_atac(
     n_top: int = 5000,
     layer: str | None = "counts",
     chunked: bool | None = None,
-    chunk_size: int = 5000,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool | None = None,
     inplace: bool = True,
 ) -> pd.DataFrame | None:
@@ -314,7 +315,7 @@ def seurat_v3_chunked(
     flavor: str = "seurat_v3",
     batch_key: str | None = None,
     span: float = 0.3,
-    chunk_size: int = 5000,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool = False,
 ) -> pd.DataFrame:
     """scanpy's ``seurat_v3`` highly-variable-gene ranking, computed over row chunks.
@@ -416,7 +417,7 @@ def seurat_v3_chunked(
 
 
 def peak_cell_counts(
-    atac: ad.AnnData, *, chunk_size: int = 5000, progress: bool = False
+    atac: ad.AnnData, *, chunk_size: int = CHUNK_SIZE, progress: bool = False
 ) -> np.ndarray:
     """Number of cells in which each peak has at least one count, over row chunks.
 
