@@ -1216,11 +1216,19 @@ def _sha_note_matches(gz_path: Path, expected: str) -> bool:
     return note.exists() and note.read_text().strip().lower() == expected.lower()
 
 
+def _auto_backed(path: Path) -> bool:
+    """Backed reading pays off when the file would take a large share of the memory."""
+    import psutil
+
+    size = path.stat().st_size * (3 if path.suffix == ".gz" else 1)  # .h5ad.gz: about 1/3
+    return size > 0.2 * psutil.virtual_memory().total
+
+
 def load_dataset(
     data: str | os.PathLike = "demo",
     *,
     seed: int = 0,
-    backed: bool = False,
+    backed: bool | str = "auto",
     cache_dir: str | os.PathLike | None = None,
 ) -> ad.AnnData:
     """The dataset a notebook parameter ``DATA`` names, read and validated.
@@ -1233,7 +1241,10 @@ def load_dataset(
     seed
         Seed of the demo data.
     backed
-        Read a file in backed mode (see :func:`mmae_utils.data.load_multiome`).
+        ``True``: keep the counts on disk (see :func:`mmae_utils.data.load_multiome`);
+        ``False``: read into memory; ``"auto"``: backed when the file is larger than a
+        fifth of this machine's memory (the real file, 7.8 GB, on a laptop or a 24 GB
+        server; never the demo, which exists only in memory).
     cache_dir
         Download folder for ``"bmmc"``.
 
@@ -1243,8 +1254,13 @@ def load_dataset(
     """
     from .data import load_multiome
 
+    if backed not in (True, False, "auto"):
+        raise ValueError(f"backed must be True, False or 'auto', got {backed!r}.")
     if str(data) == "demo":
         return demo(seed=seed)
-    if str(data) == "bmmc":
-        return load_multiome(fetch_bmmc(cache_dir), backed=backed)
-    return load_multiome(data, backed=backed)
+    path = fetch_bmmc(cache_dir) if str(data) == "bmmc" else Path(data).expanduser()
+    if backed == "auto":
+        backed = path.exists() and _auto_backed(path)
+        if backed:
+            logger.info("%s is large for this machine's memory: reading it backed", path.name)
+    return load_multiome(path, backed=bool(backed))

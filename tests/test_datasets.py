@@ -337,3 +337,23 @@ def test_fetch_logs_hash_when_not_pinned(http_root, tmp_path, caplog):
 def test_fetch_rejects_a_non_gz_address(tmp_path):
     with pytest.raises(ValueError, match=r"\.h5ad\.gz address"):
         datasets.fetch_bmmc(tmp_path, url="http://127.0.0.1:1/file.h5ad")
+
+
+def test_load_dataset_resolves_demo_path_and_auto_backed(tmp_path, monkeypatch):
+    import psutil
+
+    from mmae_utils.data import is_backed
+
+    a = synthetic_bmmc(300, 600, 900, seed=5)
+    path = tmp_path / "mine.h5ad"
+    a.write_h5ad(path)
+    in_memory = datasets.load_dataset(path)
+    assert not is_backed(in_memory) and in_memory.n_obs == 300
+    # on a machine whose memory is small next to the file, "auto" keeps the counts on disk
+    fake = psutil.virtual_memory()._replace(total=path.stat().st_size * 2)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
+    assert is_backed(datasets.load_dataset(path))
+    assert not is_backed(datasets.load_dataset(path, backed=False))
+    with pytest.raises(ValueError, match="backed must be True, False or 'auto'"):
+        datasets.load_dataset(path, backed="yes")
+    assert datasets.load_dataset("demo").n_obs == datasets.demo().n_obs
