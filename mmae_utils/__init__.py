@@ -18,6 +18,11 @@ does not pull in TensorFlow unless a model is used.
 from __future__ import annotations
 
 import importlib
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns notebook output;
+# keep warnings and errors. Set TF_CPP_MIN_LOG_LEVEL yourself to override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
