@@ -116,17 +116,21 @@ SUBGROUP: dict[str, str] = {
     "CD16+ Mono": "monocyte",
 }
 
-#: Cell types whose distinction from their sub-group siblings shows mainly in one modality,
-#: so that integrating both modalities has something to gain over either alone.
+#: Sub-groups whose cell types differ from one another mainly in one modality, so that
+#: integrating both modalities has something to gain over either alone: e.g. the B-cell
+#: subtypes and naive vs effector CD8 T cells are told apart mainly by chromatin, CD4 T
+#: activation, the monocyte subsets and NK vs ILC mainly by expression.
+SUBGROUP_BIAS: dict[str, str] = {
+    "CD4": "GEX",
+    "monocyte": "GEX",
+    "innate": "GEX",
+    "mature B": "ATAC",
+    "CD8": "ATAC",
+}
+
+#: Cell types whose distinction from their sub-group siblings shows mainly in one modality.
 MODALITY_BIAS: dict[str, str] = {
-    "CD4+ T activated": "GEX",
-    "CD16+ Mono": "GEX",
-    "ILC": "GEX",
-    "CD8+ T": "GEX",
-    "CD8+ T naive": "ATAC",
-    "B1 B": "ATAC",
-    "Transitional B": "ATAC",
-    "cDC2": "ATAC",
+    t: SUBGROUP_BIAS[g] for t, g in SUBGROUP.items() if g in SUBGROUP_BIAS
 }
 
 #: Differentiation trajectories (as in the real file: erythroid, B cell, monocyte).
@@ -650,6 +654,22 @@ def _design(
                 marker_cols.append(g)
                 marker_vals.append(rng.uniform(2.0, 3.5))
     gex_markers = sp.csr_matrix((marker_vals, (marker_rows, marker_cols)), shape=(n_types, n_genes))
+    # Within a biased sub-group, markers that tell its types apart (not shared by the whole
+    # sub-group) are weak in the modality that is not favoured: for ATAC-biased sub-groups
+    # in GEX here, for GEX-biased ones in ATAC below.
+    weak = max(0.0, 1.0 - modality_bias)
+    gex_scale = np.ones((n_types, n_genes))
+    atac_scale = np.ones((n_types, n_genes))
+    dense_markers = gex_markers.toarray() > 0
+    for group, bias in SUBGROUP_BIAS.items():
+        members = [type_index[t] for t, g in SUBGROUP.items() if g == group and t in type_index]
+        if len(members) < 2:
+            continue
+        distinguishing = dense_markers[members].any(0) & ~dense_markers[members].all(0)
+        target = gex_scale if bias == "ATAC" else atac_scale
+        target[np.ix_(members, np.flatnonzero(distinguishing))] = weak
+    atac_source = sp.csr_matrix(gex_markers.multiply(atac_scale))  # drives linked peaks below
+    gex_markers = sp.csr_matrix(gex_markers.multiply(gex_scale))
     s_genes, g2m_genes = cell_cycle_genes()
     gex_cc = np.zeros((2, n_genes))
     gex_cc[0, names.get_indexer(s_genes)] = rng.uniform(1.0, 2.0, len(s_genes))
@@ -680,7 +700,7 @@ def _design(
         d = rng.integers(s_atac.start, k)
         atac_w[p, d] = rng.normal(0, 1.0)
     # lineage-specific accessibility at peaks linked to marker genes
-    peak_marker = gex_markers[:, np.where(linked, gene_of_peak, 0)] @ sp.diags(linked * 0.5)
+    peak_marker = atac_source[:, np.where(linked, gene_of_peak, 0)] @ sp.diags(linked * 0.5)
     atac_markers = sp.csr_matrix(peak_marker)
     atac_markers.eliminate_zeros()
     site_eff_a = {s: rng.normal(0, 0.3 * batch_effect, n_peaks) for s in sites}
@@ -921,8 +941,9 @@ def synthetic_bmmc(
       ``GEX_pseudotime_order`` and ``ATAC_pseudotime_order`` (NaN elsewhere).
     - **Modalities see different things.** Latent programmes are shared (lineage, sub-group,
       part of the type identity), GEX-only or ATAC-only; for the cell types in
-      :data:`MODALITY_BIAS` (e.g. *CD8+ T naive* vs *CD4+ T naive* in ATAC, *CD4+ T
-      activated* vs *naive* in GEX) the distinction sits mainly in one modality, so joint
+      :data:`MODALITY_BIAS` (B-cell subtypes and naive vs effector CD8 T cells in ATAC,
+      CD4 T activation, monocyte subsets and NK vs ILC in GEX) the distinction sits mainly
+      in one modality (their own programmes and their distinguishing markers), so joint
       integration has something to gain.
     - **GEX** counts are negative binomial around a softmax expression profile times a
       log-normal library size (about 8-12 % non-zero at 13,431 genes), with real marker
