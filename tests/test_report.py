@@ -1,0 +1,125 @@
+"""mmae-report end to end on a tiny dataset, failures, parameters."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import pandas as pd
+import pytest
+import yaml
+
+from mmae_utils import report
+from mmae_utils.datasets import synthetic_bmmc
+
+TINY = {
+    "N_GEX": 300,
+    "N_ATAC": 600,
+    "LATENT_DIM": 8,
+    "HIDDEN": [32],
+    "EPOCHS": 2,
+    "BATCH_SIZE": 64,
+    "BASELINES": ["pca_concat", "gex_pca", "random"],
+    "UMAP_METHODS": ["mmae", "pca_concat"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.h5ad"
+    synthetic_bmmc(600, 800, 1500, seed=21).write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    params_file = tmp_path_factory.mktemp("params") / "p.yaml"
+    params_file.write_text(yaml.safe_dump({**TINY, "EPOCHS": 50}))
+    argv = ["--data", str(tiny_file), "--out", str(out), "-f", str(params_file), "--quiet"]
+    argv += ["-p", "EPOCHS", "2"]  # the command line wins over the file
+    assert report.main(argv) == 0
+    return out
+
+
+def test_report_folder_contents(tiny_report, tiny_file):
+    out = tiny_report
+    for name in report.NOTEBOOKS:
+        assert (out / f"{name}.ipynb").exists() and (out / f"{name}.html").exists()
+    for name in (
+        "metrics.csv",
+        "summary.md",
+        "embeddings.h5ad",
+        "model.keras",
+        "history.csv",
+        "params.json",
+    ):
+        assert (out / name).exists(), name
+    assert {p.name for p in (out / "figures").glob("*.png")} >= {
+        "01_composition.png",
+        "02_hvg.png",
+        "04_loss_curves.png",
+        "05_metrics.png",
+        "05_umaps.png",
+    }
+    params = json.loads((out / "params.json").read_text())
+    assert params["EPOCHS"] == 2 and params["DATA"] == str(tiny_file)
+    assert len(pd.read_csv(out / "history.csv")) == 2
+    # the input file is referenced, not copied
+    assert json.loads((out / "input.json").read_text())["path"] == str(tiny_file.resolve())
+
+
+def test_report_metrics_table(tiny_report):
+    metrics = pd.read_csv(tiny_report / "metrics.csv", index_col=0)
+    assert list(metrics.index) == ["mmae", "pca_concat", "gex_pca", "random"] or set(
+        metrics.index
+    ) == {"mmae", "pca_concat", "gex_pca", "random"}
+    for col in ("NMI", "ARI", "cell_type_ASW", "batch_ASW", "graph_connectivity", "overall"):
+        assert col in metrics
+    six = metrics[
+        [
+            "NMI",
+            "cell_type_ASW",
+            "cell_cycle_conservation",
+            "trajectory_conservation",
+            "batch_ASW",
+            "graph_connectivity",
+        ]
+    ]
+    pd.testing.assert_series_equal(
+        six.mean(axis=1), metrics["overall"], check_names=False, atol=1e-9
+    )
+    assert metrics.loc["random", "NMI"] < metrics.loc["pca_concat", "NMI"]
+    emb = ad.read_h5ad(tiny_report / "embeddings.h5ad")
+    assert emb.obsm["X_mmae"].shape == (600, 8)
+    assert emb.obsm["X_pca_concat"].shape == (600, 8)
+    summary = (tiny_report / "summary.md").read_text()
+    assert "Best overall" in summary and "pca_concat" in summary
+
+
+def test_failing_notebook_is_named_and_earlier_outputs_stay(tiny_file, tmp_path, capsys):
+    out = tmp_path / "bad"
+    argv = ["--data", str(tiny_file), "--out", str(out), "--quiet", "--no-html"]
+    argv += ["-p", "N_GEX", "-5"]  # invalid: feature selection must fail
+    assert report.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Notebook 02_feature_selection failed in code cell" in err
+    assert "n_top must be at least 1" in err
+    assert (out / "01_load_data.ipynb").exists() and (out / "input.json").exists()
+    assert (out / "02_feature_selection.ipynb").exists()  # kept, with the traceback
+    assert not (out / "03_autoencoder.ipynb").exists()
+
+
+def test_unknown_parameter_and_missing_file(tmp_path, capsys):
+    assert report.main(["--out", str(tmp_path / "x"), "-p", "EPOCHZ", "3"]) == 1
+    assert "Unknown parameter(s) ['EPOCHZ']" in capsys.readouterr().err
+    assert report.main(["--out", str(tmp_path / "x"), "-f", str(tmp_path / "none.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_parse_value_is_yaml():
+    assert report._parse_value("20") == 20
+    assert report._parse_value("1e-3") == 0.001
+    assert report._parse_value("[250, 100]") == [250, 100]
+    assert report._parse_value("joint") == "joint"
+    assert report._parse_value("null") is None
