@@ -116,7 +116,9 @@ def main() -> None:
     sampler = RssSampler()
     if not args.file.exists():
         with stage("simulate + stream to disk", sampler):
-            synthetic_bmmc(REAL_N_CELLS, REAL_N_GENES, REAL_N_PEAKS, seed=0, path=args.file, progress=True)
+            synthetic_bmmc(
+                REAL_N_CELLS, REAL_N_GENES, REAL_N_PEAKS, seed=0, path=args.file, progress=True
+            )
     set_seed(0)
     print(f"\nbounded-memory pipeline on {args.file} ({args.file.stat().st_size / GiB:.2f} GiB)")
     with stage("load (backed) + validate", sampler):
@@ -163,7 +165,9 @@ def main() -> None:
         print("\noriginal notebook's way (separate process)")
         o = original_way(args.file)
         print(f"  read whole file (X + layers)       {o['read_s']:8.1f} s")
-        print(f"  densify GEX block                  {o['densify_s']:8.1f} s   ({o['gex_dense_gib']:.2f} GiB dense)")
+        print(
+            f"  densify GEX block                  {o['densify_s']:8.1f} s   ({o['gex_dense_gib']:.2f} GiB dense)"
+        )
         print(f"  peak RSS                                       {o['peak_gib']:6.2f} GiB")
         all_dense = o["n_obs"] * o["n_vars"] * 4 / GiB
         print(f"  X.todense() of all features would need {all_dense:.1f} GiB (float32): not run")

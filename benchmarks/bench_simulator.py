@@ -33,7 +33,13 @@ def main() -> None:
     rss0 = peak_rss_bytes()
     t0 = time.perf_counter()
     adata = synthetic_bmmc(
-        args.cells, args.genes, args.peaks, seed=0, path=args.out, chunk_size=args.chunk_size, progress=True
+        args.cells,
+        args.genes,
+        args.peaks,
+        seed=0,
+        path=args.out,
+        chunk_size=args.chunk_size,
+        progress=True,
     )
     wall = time.perf_counter() - t0
     del adata
@@ -51,7 +57,10 @@ def main() -> None:
     rows = [
         ("cells x features", f"{args.cells:,} x {args.genes + args.peaks:,}"),
         ("wall time", f"{wall:,.0f} s"),
-        ("peak RSS (whole process)", f"{peak_rss_bytes() / 2**30:.2f} GiB (before: {rss0 / 2**30:.2f})"),
+        (
+            "peak RSS (whole process)",
+            f"{peak_rss_bytes() / 2**30:.2f} GiB (before: {rss0 / 2**30:.2f})",
+        ),
         ("file size", f"{args.out.stat().st_size / 2**30:.2f} GiB"),
         ("GEX non-zero", f"{n_gex_nnz / (args.cells * args.genes):.1%}"),
         ("ATAC non-zero", f"{n_atac_nnz / (args.cells * args.peaks):.1%}"),

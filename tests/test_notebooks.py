@@ -26,7 +26,11 @@ def test_every_tutorial_notebook_exists():
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
 def test_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    dirty = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.outputs or c.execution_count)
+    ]
     assert not dirty, f"{path.name}: code cells {dirty} have outputs; strip them before committing"
 
 
@@ -35,7 +39,9 @@ def test_one_documented_parameters_cell_near_the_top(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and tagged[0] == 0, "the first code cell, and only it, is tagged 'parameters'"
+    assert len(tagged) == 1 and tagged[0] == 0, (
+        "the first code cell, and only it, is tagged 'parameters'"
+    )
     params = code[0].source
     tree = ast.parse(params)
     names = [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets]
