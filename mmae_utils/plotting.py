@@ -1,0 +1,428 @@
+"""Figures: data and feature selection, embeddings (UMAPs), metrics, training history.
+
+Every function returns the matplotlib figure (drawn with ``pyplot``, so notebooks show it)
+and, given ``save=PATH``, also writes it there atomically (temporary file + rename; the
+format follows the suffix).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ._plotting_data import (
+    _save,
+    architecture,
+    composition,
+    highly_variable_genes,
+    peak_variability,
+    qc,
+)
+
+__all__ = [
+    "architecture",
+    "composition",
+    "highly_variable_genes",
+    "loss_curves",
+    "metrics_heatmap",
+    "peak_variability",
+    "qc",
+    "umap_key",
+    "umaps",
+]
+
+#: Display names of :func:`~mmae_utils.evaluation.evaluate`'s columns.
+METRIC_LABELS = {
+    "NMI": "NMI",
+    "ARI": "ARI\n(not in overall)",
+    "cell_type_ASW": "cell type\nASW",
+    "cell_cycle_conservation": "cell cycle\nconservation",
+    "trajectory_conservation": "trajectory\nconservation",
+    "batch_ASW": "batch\nASW",
+    "graph_connectivity": "graph\nconnectivity",
+    "overall": "overall",
+}
+
+
+# --------------------------------------------------------------------------------------
+# UMAPs
+# --------------------------------------------------------------------------------------
+
+
+def umap_key(obsm_key: str) -> str:
+    """Where :func:`umaps` stores the UMAP of ``adata.obsm[obsm_key]`` (``adata.obsm``)."""
+    return f"{obsm_key}_umap"
+
+
+def _graph_for(adata: ad.AnnData, obsm_key: str | None, x: np.ndarray, n_neighbors, seed):
+    """A small AnnData holding ``x`` and its kNN graph (reused from :func:`evaluate` if valid)."""
+    import scanpy as sc
+
+    from .evaluation import _fingerprint, _quiet, neighbors_key
+
+    g = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.astype(str)), obsm={"X_emb": x})
+    stored = adata.uns.get(neighbors_key(obsm_key)) if obsm_key is not None else None
+    if stored is not None:
+        p = stored.get("params", {})
+        valid = (
+            p.get("mmae_fingerprint") == _fingerprint(x)
+            and int(p.get("n_neighbors", -1)) == n_neighbors
+            and p.get("random_state") == seed
+            and stored["connectivities_key"] in adata.obsp
+            and stored["distances_key"] in adata.obsp
+        )
+        if valid:
+            g.obsp["connectivities"] = adata.obsp[stored["connectivities_key"]]
+            g.obsp["distances"] = adata.obsp[stored["distances_key"]]
+            params = {k: v for k, v in p.items() if k != "mmae_fingerprint"}
+            params["use_rep"] = "X_emb"
+            g.uns["neighbors"] = {
+                "connectivities_key": "connectivities",
+                "distances_key": "distances",
+                "params": params,
+            }
+            return g, True
+    with _quiet():
+        sc.pp.neighbors(g, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
+    return g, False
+
+
+def _umap_coords(adata, obsm_key, x, *, n_neighbors, seed, recompute, store) -> np.ndarray:
+    import scanpy as sc
+
+    from .evaluation import _fingerprint, _quiet
+
+    record = {"fingerprint": _fingerprint(x), "n_neighbors": n_neighbors, "seed": seed}
+    if obsm_key is not None and not recompute:
+        done = adata.uns.get("mmae_umap", {}).get(obsm_key)
+        if done is not None and dict(done) == record and umap_key(obsm_key) in adata.obsm:
+            return np.asarray(adata.obsm[umap_key(obsm_key)])
+    g, _ = _graph_for(adata, obsm_key, x, n_neighbors, seed)
+    with _quiet():
+        sc.tl.umap(g, random_state=seed)
+    coords = np.asarray(g.obsm["X_umap"], dtype=np.float32)
+    if store and obsm_key is not None and not adata.is_view:
+        adata.obsm[umap_key(obsm_key)] = coords
+        adata.uns.setdefault("mmae_umap", {})[obsm_key] = record
+    return coords
+
+
+def _palette(adata: ad.AnnData, key: str, categories: Sequence) -> list:
+    stored = adata.uns.get(f"{key}_colors")
+    if stored is not None and len(stored) == len(categories):
+        return list(stored)
+    from scanpy.plotting import palettes
+
+    n = len(categories)
+    if n <= 20:
+        base = palettes.default_20
+    elif n <= 28:
+        base = palettes.default_28
+    else:
+        base = palettes.default_102
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _scatter(ax, coords, values: pd.Series, adata, key, *, order, size, legend: bool):
+    coords = coords[order]
+    if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values):
+        cat = pd.Categorical(values)
+        cat = cat.remove_unused_categories()
+        colors = np.array(_palette(adata, key, cat.categories), dtype=object)
+        codes = cat.codes[order]
+        c = np.where(codes >= 0, colors[np.maximum(codes, 0)], "lightgrey")
+        ax.scatter(coords[:, 0], coords[:, 1], c=list(c), s=size, linewidths=0, rasterized=True)
+        if legend:
+            handles = [
+                plt.Line2D([], [], marker="o", ls="", color=colors[i], label=str(name))
+                for i, name in enumerate(cat.categories)
+            ]
+            ax.legend(
+                handles=handles,
+                loc="center left",
+                bbox_to_anchor=(1.0, 0.5),
+                frameon=False,
+                fontsize=7,
+                ncol=1 if len(handles) <= 14 else 2,
+                handletextpad=0.1,
+                columnspacing=0.6,
+            )
+    else:
+        v = values.to_numpy(dtype=float)[order]
+        known = np.isfinite(v)
+        ax.scatter(*coords[~known].T, c="lightgrey", s=size, linewidths=0, rasterized=True)
+        sc_ = ax.scatter(
+            *coords[known].T, c=v[known], cmap="viridis", s=size, linewidths=0, rasterized=True
+        )
+        if legend:
+            ax.figure.colorbar(sc_, ax=ax, shrink=0.7, label=key)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("UMAP1", fontsize=8)
+    ax.set_ylabel("UMAP2", fontsize=8)
+
+
+def umaps(
+    adata: ad.AnnData,
+    embeddings: Mapping[str, str | np.ndarray] | Sequence[str] | str,
+    *,
+    color: Sequence[str] | str = ("cell_type", "batch"),
+    n_neighbors: int = 15,
+    seed: int = 0,
+    recompute: bool = False,
+    store: bool = True,
+    point_size: float | None = None,
+    save: str | os.PathLike | None = None,
+):
+    """UMAP of every embedding: one row per method, one column per ``obs`` colouring.
+
+    The UMAP of an embedding is computed on its kNN graph, reusing the graph
+    :func:`~mmae_utils.evaluation.evaluate` stored (same embedding content, ``n_neighbors``
+    and ``seed``) and otherwise computing it (``sc.pp.neighbors``); the coordinates are
+    stored and reused on the next call unless the embedding changed.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the embeddings in ``obsm`` and the ``color`` columns in ``obs``.
+    embeddings
+        ``{display name: obsm key or array}`` or a list of obsm keys (rows, in order).
+    color
+        ``obs`` columns to colour by (columns of the figure). Categorical columns get a
+        legend (on the first row), numeric ones a colour bar; NaN is light grey.
+    n_neighbors, seed
+        kNN graph size and random state (of the graph and of UMAP).
+    recompute
+        Ignore stored UMAP coordinates.
+    store
+        Store the coordinates (only for embeddings given as obsm keys, ``adata`` not a view).
+    point_size
+        Marker size (default ``120000 / n_cells``, scanpy's, at most 20).
+    save
+        Also write the figure there (atomically).
+
+    Returns
+    -------
+    The figure (``len(embeddings)`` x ``len(color)`` axes, titled ``"{method}: {column}"``).
+    With ``store=True``, for each embedding given as obsm key ``k``:
+    ``adata.obsm[umap_key(k)]`` (cells x 2) and ``adata.uns["mmae_umap"][k]`` (embedding
+    fingerprint, ``n_neighbors``, ``seed``).
+    """
+    from .evaluation import _resolve_embeddings
+
+    color = [color] if isinstance(color, str) else list(color)
+    if not color:
+        raise ValueError("color must name at least one obs column.")
+    for key in color:
+        if key not in adata.obs:
+            raise KeyError(f"obs[{key!r}] is missing (columns: {list(adata.obs.columns)}).")
+    embs = _resolve_embeddings(adata, embeddings)
+    size = point_size if point_size is not None else min(20.0, 120000 / max(adata.n_obs, 1))
+    order = np.random.default_rng(seed).permutation(adata.n_obs)  # no batch drawn last on top
+    n_rows, n_cols = len(embs), len(color)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False, layout="constrained"
+    )
+    for i, (name, (obsm_key, x)) in enumerate(embs.items()):
+        coords = _umap_coords(
+            adata, obsm_key, x, n_neighbors=n_neighbors, seed=seed, recompute=recompute, store=store
+        )
+        for j, key in enumerate(color):
+            ax = axes[i, j]
+            _scatter(
+                ax, coords, adata.obs[key], adata, key, order=order, size=size, legend=(i == 0)
+            )
+            ax.set_title(f"{name}: {key}", fontsize=10)
+    return _save(fig, save)
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------
+
+
+def metrics_heatmap(
+    df: pd.DataFrame,
+    *,
+    columns: Sequence[str] | None = None,
+    sort: bool = True,
+    cmap: str = "viridis",
+    title: str | None = "NeurIPS 2021 joint-embedding metrics",
+    save: str | os.PathLike | None = None,
+):
+    """Methods x metrics heatmap of :func:`~mmae_utils.evaluation.evaluate`'s table.
+
+    Every cell is annotated with its value (``"n/a"`` for NaN, drawn grey); the ``overall``
+    column is set apart by a gap and bold labels, and says how many metrics it averaged
+    when fewer than six (``"0.62 (5/6)"``). The colour scale is fixed to [0, 1].
+
+    Parameters
+    ----------
+    df
+        :func:`~mmae_utils.evaluation.evaluate`'s result (or any methods x metrics table
+        with values in [0, 1]; an ``n_metrics`` column is used for the overall label).
+    columns
+        Columns to show (default: those of ``evaluation.COLUMNS`` present, without
+        ``n_metrics``, ``overall`` last).
+    sort
+        Order methods by ``overall``, best first.
+    cmap
+        Matplotlib colour map.
+    title
+        Figure title.
+    save
+        Also write the figure there (atomically).
+
+    Returns
+    -------
+    The figure; its first axes holds the heatmap (rows = methods, columns = metrics).
+    """
+    from .evaluation import COLUMNS
+
+    if columns is None:
+        columns = [c for c in COLUMNS if c in df.columns and c not in ("n_metrics", "overall")]
+        if "overall" in df.columns:
+            columns.append("overall")
+    else:
+        columns = list(columns)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise KeyError(f"Columns {missing} are not in the table.")
+    if not columns or df.empty:
+        raise ValueError("Nothing to draw: the table has no rows or no metric columns.")
+    table = df.copy()
+    if sort and "overall" in table.columns:
+        table = table.sort_values("overall", ascending=False, na_position="last", kind="stable")
+    values = table[columns].to_numpy(dtype=float)
+    n_rows, n_cols = values.shape
+    has_overall = columns[-1] == "overall"
+    # a one-column gap before "overall"
+    x_pos = np.arange(n_cols, dtype=float)
+    if has_overall and n_cols > 1:
+        x_pos[-1] += 0.35
+    fig, ax = plt.subplots(figsize=(1.15 * n_cols + 3.2, 0.55 * n_rows + 1.9), layout="constrained")
+    cm = plt.get_cmap(cmap).with_extremes(bad="lightgrey")
+    mesh = None
+    for j in range(n_cols):
+        col = np.ma.masked_invalid(values[:, j : j + 1])
+        mesh = ax.imshow(
+            col,
+            cmap=cm,
+            vmin=0,
+            vmax=1,
+            aspect="auto",
+            extent=(x_pos[j] - 0.5, x_pos[j] + 0.5, n_rows - 0.5, -0.5),
+        )
+    n_metrics = table["n_metrics"] if "n_metrics" in table.columns else None
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = values[i, j]
+            text = "n/a" if not np.isfinite(v) else f"{v:.2f}"
+            bold = has_overall and j == n_cols - 1
+            if bold and n_metrics is not None and np.isfinite(v) and int(n_metrics.iloc[i]) < 6:
+                text += f" ({int(n_metrics.iloc[i])}/6)"
+            dark = np.isfinite(v) and v < 0.55
+            ax.text(
+                x_pos[j],
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if dark else "black",
+                fontweight="bold" if bold else "normal",
+            )
+    ax.set_xlim(x_pos[0] - 0.5, x_pos[-1] + 0.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    ax.set_xticks(x_pos, [METRIC_LABELS.get(c, c) for c in columns], fontsize=8)
+    ax.set_yticks(np.arange(n_rows), [str(m) for m in table.index])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
+    if has_overall:
+        ax.get_xticklabels()[-1].set_fontweight("bold")
+    fig.colorbar(mesh, ax=ax, shrink=0.8, label="score (higher is better)")
+    if title:
+        ax.set_title(title)
+    return _save(fig, save)
+
+
+# --------------------------------------------------------------------------------------
+# Training history
+# --------------------------------------------------------------------------------------
+
+_LOSS_PANELS = (
+    ("loss", "total (weighted sum)"),
+    ("gex_loss", "GEX (mean squared error)"),
+    ("atac_loss", "ATAC (binary cross-entropy)"),
+)
+
+
+def _history_frame(history) -> pd.DataFrame:
+    if hasattr(history, "history") and not isinstance(history, pd.DataFrame):
+        history = history.history  # keras.callbacks.History
+    if isinstance(history, Mapping):
+        history = pd.DataFrame({k: list(v) for k, v in history.items()})
+    if not isinstance(history, pd.DataFrame):
+        raise TypeError(
+            "history must be a DataFrame, a dict of lists or a keras History, "
+            f"got {type(history).__name__}."
+        )
+    return history
+
+
+def loss_curves(history, *, log_scale: bool = False, save: str | os.PathLike | None = None):
+    """Training curves per modality: train vs. validation loss per epoch.
+
+    One panel per loss present among ``loss`` (total), ``gex_loss`` and ``atac_loss``, each
+    with the training curve and, when the ``val_`` column exists, the validation curve.
+    With ``val_loss``, a dotted line marks the epoch of the lowest validation loss on every
+    panel.
+
+    Parameters
+    ----------
+    history
+        :func:`~mmae_utils.training.train`'s history (a DataFrame with columns ``loss,
+        gex_loss, atac_loss, val_loss, val_gex_loss, val_atac_loss``, one row per epoch),
+        a dict of lists or a ``keras.callbacks.History``.
+    log_scale
+        Logarithmic loss axis.
+    save
+        Also write the figure there (atomically).
+
+    Returns
+    -------
+    The figure, one axes per panel (titled as the loss), epochs from 1 on the x axis.
+    """
+    h = _history_frame(history)
+    panels = [(col, title) for col, title in _LOSS_PANELS if col in h.columns]
+    if not panels or len(h) == 0:
+        raise ValueError(
+            "history has no epochs or none of the columns 'loss', 'gex_loss', 'atac_loss' "
+            f"(columns: {list(h.columns)})."
+        )
+    epochs = np.arange(1, len(h) + 1)
+    best = None
+    if "val_loss" in h.columns and h["val_loss"].notna().any():
+        best = int(np.nanargmin(h["val_loss"].to_numpy(dtype=float))) + 1
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False, layout="constrained"
+    )
+    for ax, (col, title) in zip(axes[0], panels, strict=True):
+        ax.plot(epochs, h[col].to_numpy(dtype=float), marker=".", label="train")
+        if f"val_{col}" in h.columns:
+            ax.plot(epochs, h[f"val_{col}"].to_numpy(dtype=float), marker=".", label="validation")
+        if best is not None:
+            ax.axvline(best, color="grey", ls=":", lw=1, label=f"best epoch ({best})")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    return _save(fig, save)

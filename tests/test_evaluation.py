@@ -1,0 +1,515 @@
+"""Tests of mmae_utils.evaluation: metrics on data with known answers, equality with scib."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from types import SimpleNamespace
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from mmae_utils import evaluation as ev
+from mmae_utils._utils import logger
+
+LABEL_METRICS = ["NMI", "ARI", "cell_type_ASW", "graph_connectivity"]
+
+
+@pytest.fixture(scope="module")
+def scored(small_mdata):
+    """800 synthetic cells with the baselines (10 dims) in obsm, and their evaluation."""
+    adata = small_mdata.copy()
+    keys = ev.baselines(adata, n_comps=10, seed=0)
+    df = ev.evaluate(adata, keys, seed=0, progress=False)
+    return adata, keys, df
+
+
+@pytest.fixture
+def log_records():
+    """Records of the mmae_utils logger (it does not propagate to the root logger)."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Collect(level=logging.DEBUG)
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def _onehot_embedding(labels: pd.Series, noise: float, seed: int = 0) -> np.ndarray:
+    codes = pd.Categorical(labels).codes
+    rng = np.random.default_rng(seed)
+    x = np.eye(codes.max() + 1, dtype=np.float32)[codes] * 5.0
+    return x + rng.normal(0, noise, x.shape).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Known answers
+# --------------------------------------------------------------------------------------
+
+
+def test_random_embedding_is_the_floor_and_onehot_the_ceiling(small_mdata):
+    adata = small_mdata.copy()
+    rng = np.random.default_rng(1)
+    adata.obsm["X_rand"] = rng.normal(size=(adata.n_obs, 10)).astype(np.float32)
+    adata.obsm["X_onehot"] = _onehot_embedding(adata.obs["cell_type"], noise=0.2)
+    df = ev.evaluate(
+        adata,
+        {"random": "X_rand", "onehot": "X_onehot"},
+        metrics=LABEL_METRICS,
+        progress=False,
+    )
+    rand, onehot = df.loc["random"], df.loc["onehot"]
+    # random: no label information (NMI of a best-of-20 clustering of noise stays small)
+    assert rand["NMI"] < 0.2
+    assert abs(rand["ARI"]) < 0.05
+    # silhouettes of noise are around 0 (scaled 0.5), below it with small cell types
+    assert 0.35 < rand["cell_type_ASW"] < 0.55
+    assert rand["graph_connectivity"] < 0.6
+    # one-hot cell types + small noise: label metrics near 1
+    assert onehot["NMI"] > 0.95
+    assert onehot["ARI"] > 0.95
+    assert onehot["cell_type_ASW"] > 0.9
+    assert onehot["graph_connectivity"] > 0.95
+
+
+def test_shuffling_batches_does_not_change_label_metrics(scored):
+    adata, keys, df = scored
+    shuffled = adata.copy()
+    rng = np.random.default_rng(3)
+    shuffled.obs["batch"] = adata.obs["batch"].to_numpy()[rng.permutation(adata.n_obs)]
+    embs = {"pca_concat": keys["pca_concat"]}
+    metrics = [*LABEL_METRICS, "batch_ASW"]
+    df2 = ev.evaluate(shuffled, embs, metrics=metrics, progress=False)
+    for m in LABEL_METRICS:
+        assert df2.loc["pca_concat", m] == df.loc["pca_concat", m], m
+    # ... while the batch metric sees the change
+    assert abs(df2.loc["pca_concat", "batch_ASW"] - df.loc["pca_concat", "batch_ASW"]) > 1e-3
+
+
+def test_table_layout_overall_and_ordering(scored):
+    _, keys, df = scored
+    assert list(df.columns) == list(ev.COLUMNS)
+    assert list(df.index) == list(keys)
+    assert df.index.name == "method"
+    values = df[list(ev.METRICS)].to_numpy(float)
+    assert np.all((values >= 0) & (values <= 1))
+    np.testing.assert_allclose(df["overall"], values.mean(axis=1))
+    assert (df["n_metrics"] == 6).all()
+    # ARI is not part of overall
+    assert "ARI" not in ev.METRICS
+    # the structured embeddings beat the random floor
+    for method in ("pca_concat", "pca_competition", "gex_pca"):
+        assert df.loc[method, "overall"] > df.loc["random", "overall"] + 0.1
+    details = df.attrs["details"]["pca_concat"]
+    assert details["resolution"] in ev.COMPETITION_RESOLUTIONS
+    assert set(details["trajectory_by_pseudotime"]) == {
+        "GEX_pseudotime_order",
+        "ATAC_pseudotime_order",
+    }
+
+
+def test_metric_without_support_is_nan_with_reason(small_mdata, log_records):
+    adata = small_mdata.copy()
+    del adata.obs["GEX_pseudotime_order"], adata.obs["ATAC_pseudotime_order"]
+    # gene symbols that are no cell-cycle genes
+    names = adata.var_names.to_numpy().astype(object)
+    gex = (adata.var["feature_types"] == "GEX").to_numpy()
+    names[gex] = [f"GENE{i}" for i in range(gex.sum())]
+    adata.var_names = names
+    adata.obsm["X_emb"] = _onehot_embedding(adata.obs["cell_type"], noise=0.5)
+    df = ev.evaluate(adata, ["X_emb"], progress=False)
+    row = df.loc["X_emb"]
+    assert np.isnan(row["trajectory_conservation"])
+    assert np.isnan(row["cell_cycle_conservation"])
+    assert row["n_metrics"] == 4
+    others = [
+        m for m in ev.METRICS if m not in ("trajectory_conservation", "cell_cycle_conservation")
+    ]
+    assert row["overall"] == pytest.approx(row[others].mean())
+    messages = " ".join(r.getMessage() for r in log_records)
+    assert "trajectory_conservation is NaN" in messages and "GEX_pseudotime_order" in messages
+    assert "cell_cycle_conservation is NaN" in messages and "S-phase genes" in messages
+
+
+def test_one_pseudotime_column_is_enough(small_mdata):
+    adata = small_mdata.copy()
+    del adata.obs["ATAC_pseudotime_order"]
+    adata.obsm["X_emb"] = adata.obsm["GEX_X_pca"][:, :10]
+    df = ev.evaluate(adata, ["X_emb"], metrics=["trajectory_conservation"], progress=False)
+    d = df.attrs["details"]["X_emb"]
+    assert list(d["trajectory_by_pseudotime"]) == ["GEX_pseudotime_order"]
+    assert (
+        df.loc["X_emb", "trajectory_conservation"]
+        == d["trajectory_by_pseudotime"]["GEX_pseudotime_order"]
+    )
+    assert df.loc["X_emb", "n_metrics"] == 1
+
+
+def test_deterministic_for_a_seed(scored):
+    adata, keys, df = scored
+    embs = {k: keys[k] for k in ("pca_concat", "random")}
+    again = ev.evaluate(adata, embs, seed=0, progress=False)
+    pd.testing.assert_frame_equal(again, df.loc[list(embs)], check_exact=True)
+
+
+def test_stores_the_knn_graph(scored):
+    adata, keys, _ = scored
+    key = keys["gex_pca"]
+    nk = ev.neighbors_key(key)
+    assert adata.uns[nk]["params"]["use_rep"] == key
+    conn = adata.obsp[f"{nk}_connectivities"]
+    assert conn.shape == (adata.n_obs, adata.n_obs)
+    assert abs(conn - conn.T).max() < 1e-6  # scanpy's symmetric UMAP connectivities
+
+
+def test_accepts_arrays_and_lists(scored):
+    adata, keys, df = scored
+    x = adata.obsm[keys["gex_pca"]]
+    out = ev.evaluate(adata, {"arr": x}, metrics=["cell_type_ASW"], progress=False)
+    assert out.loc["arr", "cell_type_ASW"] == pytest.approx(df.loc["gex_pca", "cell_type_ASW"])
+    assert np.isnan(out.loc["arr", "NMI"]) and out.loc["arr", "n_metrics"] == 1
+
+
+# --------------------------------------------------------------------------------------
+# Clear errors
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny():
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame(
+        {"cell_type": rng.choice(["a", "b", "c"], 60), "batch": rng.choice(["s1", "s2"], 60)},
+        index=[f"c{i}" for i in range(60)],
+    )
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["X_emb"] = rng.normal(size=(60, 5)).astype(np.float32)
+    return adata
+
+
+def test_errors(tiny):
+    kw = {"metrics": ["cell_type_ASW"], "progress": False}
+    with pytest.raises(KeyError, match="X_missing.*Available obsm keys"):
+        ev.evaluate(tiny, {"m": "X_missing"}, **kw)
+    with pytest.raises(ValueError, match="59 rows but adata has 60 cells"):
+        ev.evaluate(tiny, {"m": np.zeros((59, 5))}, **kw)
+    bad = tiny.obsm["X_emb"].copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values in 1 of 60"):
+        ev.evaluate(tiny, {"m": bad}, **kw)
+    with pytest.raises(ValueError, match="101 dimensions.*at most 100"):
+        ev.evaluate(tiny, {"m": np.zeros((60, 101))}, **kw)
+    with pytest.raises(KeyError, match="label_key='celltype'"):
+        ev.evaluate(tiny, ["X_emb"], label_key="celltype", **kw)
+    with pytest.raises(KeyError, match="batch_key='sample'"):
+        ev.evaluate(tiny, ["X_emb"], batch_key="sample", **kw)
+    with pytest.raises(ValueError, match="Unknown metrics"):
+        ev.evaluate(tiny, ["X_emb"], metrics=["kBET"], progress=False)
+    with pytest.raises(ValueError, match="No embeddings"):
+        ev.evaluate(tiny, {}, **kw)
+    missing = tiny.copy()
+    missing.obs.loc["c0", "cell_type"] = np.nan
+    with pytest.raises(ValueError, match="missing for 1 cells"):
+        ev.evaluate(missing, ["X_emb"], **kw)
+
+
+# --------------------------------------------------------------------------------------
+# Equal to scib / sklearn where we re-implement
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silhouette_samples_equals_sklearn(dtype):
+    from sklearn.metrics import silhouette_samples as sk_silhouette
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["a", "b", "c", "d"], 500)
+    labels[7] = "singleton"  # a label with one cell: silhouette 0, as sklearn
+    x = (rng.normal(size=(500, 8)) + (pd.factorize(labels)[0][:, None] == np.arange(8))).astype(
+        dtype
+    )
+    expected = sk_silhouette(x, labels)
+    got = ev.silhouette_samples(x, labels)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert got[7] == 0
+    with pytest.raises(ValueError, match="Number of labels is 1"):
+        ev.silhouette_samples(x, np.zeros(500))
+
+
+def test_asw_equal_scib(scored):
+    scib = ev._scib()
+
+    adata, keys, df = scored
+    for method, key in keys.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            label = scib.me.silhouette(adata, "cell_type", key)
+            batch = scib.me.silhouette_batch(adata, "batch", "cell_type", key, verbose=False)
+        assert df.loc[method, "cell_type_ASW"] == pytest.approx(label, abs=1e-6)
+        assert df.loc[method, "batch_ASW"] == pytest.approx(batch, abs=1e-6)
+
+
+def test_cell_cycle_equals_scib(scored):
+    scib = ev._scib()
+
+    from mmae_utils.data import gex_input, split_modalities
+
+    adata, keys, df = scored
+    gex, _ = split_modalities(adata)
+    pre = ad.AnnData(X=gex_input(gex), obs=adata.obs[["batch"]].copy(), var=gex.var[[]])
+    for method in ("pca_concat", "random"):
+        post = ad.AnnData(obs=adata.obs[["batch"]].copy(), obsm={"X_emb": adata.obsm[keys[method]]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = scib.me.cell_cycle(
+                pre.copy(), post, "batch", embed="X_emb", organism="human"
+            )
+        assert df.loc[method, "cell_cycle_conservation"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_graph_metrics_equal_scib_on_the_same_graph(scored):
+    import scanpy as sc
+    scib = ev._scib()
+
+    adata, keys, df = scored
+    key = keys["pca_concat"]
+    g = ad.AnnData(obs=adata.obs.copy(), obsm={"X_emb": adata.obsm[key]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(g, n_neighbors=15, use_rep="X_emb", random_state=0)
+        gc = scib.me.graph_connectivity(g, "cell_type")
+        traj = [
+            scib.me.trajectory_conservation(
+                g, g, label_key="cell_type", pseudotime_key=k, batch_key="batch"
+            )
+            for k in ("GEX_pseudotime_order", "ATAC_pseudotime_order")
+        ]
+    assert df.loc["pca_concat", "graph_connectivity"] == pytest.approx(gc, abs=1e-12)
+    assert df.loc["pca_concat", "trajectory_conservation"] == pytest.approx(
+        np.mean(traj), abs=1e-12
+    )
+    # the graph evaluate() stored is the one scanpy builds
+    stored = adata.obsp[f"{ev.neighbors_key(key)}_connectivities"]
+    assert abs(stored - g.obsp["connectivities"]).max() == 0
+
+
+def _graph(adata, key):
+    import scanpy as sc
+
+    g = ad.AnnData(obs=adata.obs[["cell_type"]].copy(), obsm={"X_emb": adata.obsm[key]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(g, n_neighbors=15, use_rep="X_emb", random_state=0)
+    return g
+
+
+def test_full_leidenalg_search_equals_scib(scored):
+    scib = ev._scib()
+
+    adata, keys, _ = scored
+    g = _graph(adata, keys["gex_pca"])
+    res, nmi, clusters, scores = ev.optimal_clustering(
+        g, "cell_type", search="full", flavor="leidenalg"
+    )
+    assert len(scores) == 20
+    ref = g.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res_ref, nmi_ref = scib.me.cluster_optimal_resolution(
+            ref,
+            label_key="cell_type",
+            cluster_key="cluster",
+            resolutions=list(ev.COMPETITION_RESOLUTIONS),
+            verbose=False,
+        )
+    assert res == res_ref
+    assert nmi == pytest.approx(nmi_ref, abs=1e-12)
+    assert (clusters.astype(str).to_numpy() == ref.obs["cluster"].astype(str).to_numpy()).all()
+
+
+@pytest.mark.parametrize("method", ["pca_concat", "atac_lsi"])
+def test_default_search_is_close_to_the_reference(scored, method):
+    """The fast default (igraph Leiden, coarse-to-fine) vs scib's full leidenalg sweep."""
+    adata, keys, df = scored
+    g = _graph(adata, keys[method])
+    _, nmi_full_igraph, _, scores_full = ev.optimal_clustering(g, "cell_type", search="full")
+    _, nmi_ref, _, _ = ev.optimal_clustering(g, "cell_type", search="full", flavor="leidenalg")
+    nmi_default = df.loc[method, "NMI"]
+    tried = df.attrs["details"][method]["nmi_by_resolution"]
+    assert len(tried) <= 11
+    # coarse-to-fine finds the full igraph sweep's optimum, or within 0.02 of it
+    assert nmi_default <= nmi_full_igraph + 1e-12
+    assert nmi_full_igraph - nmi_default <= 0.02
+    for res, value in tried.items():  # same clusterings as in the full sweep
+        assert value == pytest.approx(scores_full[res], abs=1e-12)
+    # and the igraph flavour is within 0.05 of the reference (leidenalg, scib)
+    assert abs(nmi_default - nmi_ref) <= 0.05
+
+
+# --------------------------------------------------------------------------------------
+# Cross-check with scib-metrics (an independent implementation)
+# --------------------------------------------------------------------------------------
+
+
+def test_agrees_with_scib_metrics(scored):
+    scib_metrics = pytest.importorskip("scib_metrics")
+    from scib_metrics.nearest_neighbors import NeighborsResults
+
+    adata, keys, df = scored
+    labels = adata.obs["cell_type"].to_numpy()
+    for method in ("pca_concat", "gex_pca", "random"):
+        x = adata.obsm[keys[method]]
+        # silhouette label: same definition, float32 JAX arithmetic
+        asw = scib_metrics.silhouette_label(x, labels, rescale=True)
+        assert df.loc[method, "cell_type_ASW"] == pytest.approx(float(asw), abs=1e-4), method
+        # the same kNN (self first, then the 14 neighbours scanpy found)
+        dist = sp.csr_matrix(adata.obsp[f"{ev.neighbors_key(keys[method])}_distances"])
+        k = np.diff(dist.indptr)
+        assert (k == 14).all()
+        order = np.argsort(dist.data.reshape(-1, 14), axis=1)
+        idx = np.take_along_axis(dist.indices.reshape(-1, 14), order, axis=1)
+        dst = np.take_along_axis(dist.data.reshape(-1, 14), order, axis=1)
+        nn = NeighborsResults(
+            indices=np.hstack([np.arange(adata.n_obs)[:, None], idx]),
+            distances=np.hstack([np.zeros((adata.n_obs, 1)), dst]).astype(np.float32),
+        )
+        # NMI / ARI: both optimise Leiden's resolution (scib-metrics: 10 resolutions)
+        nmi_ari = scib_metrics.nmi_ari_cluster_labels_leiden(nn, labels)
+        assert df.loc[method, "NMI"] == pytest.approx(nmi_ari["nmi"], abs=0.05), method
+        assert df.loc[method, "ARI"] == pytest.approx(nmi_ari["ari"], abs=0.1), method
+        # graph connectivity: scib-metrics takes strongly connected components of the
+        # directed kNN graph (so it can only be lower), scib those of the symmetric graph;
+        # given the symmetric kNN graph, scib-metrics' code gives our number exactly
+        gc_directed = scib_metrics.graph_connectivity(nn, labels)
+        assert gc_directed <= df.loc[method, "graph_connectivity"] + 1e-12
+        symmetric = SimpleNamespace(knn_graph_distances=dist.maximum(dist.T).tocsr())
+        gc = scib_metrics.graph_connectivity(symmetric, labels)
+        assert df.loc[method, "graph_connectivity"] == pytest.approx(gc, abs=1e-12), method
+
+
+# --------------------------------------------------------------------------------------
+# Baselines
+# --------------------------------------------------------------------------------------
+
+
+def test_baselines_shapes_keys_and_determinism(small_mdata):
+    adata = small_mdata.copy()
+    keys = ev.baselines(adata, n_comps=7, seed=1)
+    assert keys == {m: f"X_{m}" for m in ev.BASELINES}
+    for key in keys.values():
+        x = adata.obsm[key]
+        assert x.shape == (adata.n_obs, 7) and x.dtype == np.float32
+        assert np.isfinite(x).all()
+    again = ev.baselines(adata.copy(), n_comps=7, seed=1, inplace=False)
+    for method, key in keys.items():
+        np.testing.assert_array_equal(again[method], adata.obsm[key])
+    other = ev.baselines(adata, n_comps=7, methods=["random"], seed=2, inplace=False)
+    assert not np.array_equal(other["random"], adata.obsm["X_random"])
+
+
+def test_pca_concat_blocks(small_mdata):
+    from mmae_utils.data import atac_input, gex_input, split_modalities
+
+    adata = small_mdata.copy()
+    x = ev.baselines(adata, n_comps=9, methods=["pca_concat", "gex_pca"], inplace=False)
+    pc = x["pca_concat"]
+    gex_block, atac_block = pc[:, :5], pc[:, 5:]  # ceil(9/2) GEX components, then 4 LSI
+    # each block has total variance 1: both modalities weigh the same
+    assert np.var(gex_block, axis=0).sum() == pytest.approx(1, rel=1e-4)
+    assert np.var(atac_block, axis=0).sum() == pytest.approx(1, rel=1e-4)
+    # the GEX block is the GEX PCA (rescaled): same subspace as gex_pca's first 5 PCs
+    ref = x["gex_pca"][:, :5]
+    for j in range(5):
+        r = np.corrcoef(gex_block[:, j], ref[:, j])[0, 1]
+        assert abs(r) > 0.999
+    # the LSI block drops the depth component: not correlated with the peaks per cell
+    gex, atac = split_modalities(adata)
+    depth = np.asarray(atac_input(atac).sum(axis=1)).ravel()
+    lsi_with_first = ev._lsi(atac_input(atac), 4, 0)
+    assert lsi_with_first.shape == (adata.n_obs, 4)
+    np.testing.assert_allclose(
+        atac_block * np.sqrt(np.var(lsi_with_first, axis=0).sum()),
+        lsi_with_first,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    from sklearn.decomposition import TruncatedSVD
+
+    first = TruncatedSVD(1, algorithm="arpack", random_state=0).fit_transform(
+        ev.tfidf(atac_input(atac))
+    )[:, 0]
+    assert abs(np.corrcoef(first, depth)[0, 1]) > abs(np.corrcoef(atac_block[:, 0], depth)[0, 1])
+    assert gex_input(gex).shape[1] == gex.n_vars
+
+
+def test_tfidf_matches_signac_formula():
+    x = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=np.float32))
+    got = ev.tfidf(x).toarray()
+    dense = x.toarray()
+    tf = dense / dense.sum(axis=1, keepdims=True)
+    idf = dense.shape[0] / dense.sum(axis=0)
+    np.testing.assert_allclose(got, np.log1p(tf * idf * 1e4), rtol=1e-6)
+
+
+def test_pca_competition_uses_top_sd_features(small_mdata):
+    adata = small_mdata.copy()
+    # with n_top >= all features it is the PCA of [GEX lognorm | ATAC binary] itself
+    from mmae_utils.data import atac_input, gex_input, split_modalities
+
+    gex, atac = split_modalities(adata)
+    full = sp.hstack([gex_input(gex), atac_input(atac)]).toarray().astype(np.float64)
+    out = ev.baselines(
+        adata, n_comps=3, methods=["pca_competition"], n_top_competition=10**6, inplace=False
+    )
+    centred = full - full.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    ref = u[:, :3] * s[:3]
+    for j in range(3):
+        assert abs(np.corrcoef(out["pca_competition"][:, j], ref[:, j])[0, 1]) > 0.999
+    # n_top selects the columns of largest standard deviation
+    sel = ev._top_sd(sp.csr_matrix(full), 5).toarray()
+    top = np.sort(np.argsort(-full.std(axis=0))[:5])
+    np.testing.assert_array_equal(sel, full[:, top])
+
+
+def test_baseline_errors(small_mdata):
+    adata = small_mdata.copy()
+    with pytest.raises(ValueError, match="Unknown baselines"):
+        ev.baselines(adata, methods=["umap"])
+    with pytest.raises(ValueError, match="n_comps must be between 2 and 100"):
+        ev.baselines(adata, n_comps=101)
+    gex_only = adata[:, adata.var["feature_types"] == "GEX"].copy()
+    with pytest.raises(ValueError, match="no ATAC features"):
+        ev.baselines(gex_only, methods=["atac_lsi"])
+    assert "X_gex_pca" in ev.baselines(gex_only, methods=["gex_pca"], n_comps=4).values()
+
+
+# --------------------------------------------------------------------------------------
+# Scale: scanpy's neighbors above 8,192 cells goes through pynndescent
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_evaluate_above_10k_cells():
+    """scanpy 1.11.5 + pynndescent >= 0.7 breaks sc.pp.neighbors above ~8k cells."""
+    n = 12_000
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, n)
+    x = (np.eye(6)[labels] * 6 + rng.normal(0, 1, (n, 6))).astype(np.float32)
+    obs = pd.DataFrame(
+        {"cell_type": labels.astype(str), "batch": rng.choice(["s1", "s2"], n)},
+        index=[f"c{i}" for i in range(n)],
+    )
+    adata = ad.AnnData(obs=obs, obsm={"X_emb": x})
+    df = ev.evaluate(adata, ["X_emb"], metrics=["graph_connectivity"], progress=False)
+    assert df.loc["X_emb", "graph_connectivity"] > 0.99
+    dist = adata.obsp[f"{ev.neighbors_key('X_emb')}_distances"]
+    assert dist.shape == (n, n)
+    assert (np.diff(sp.csr_matrix(dist).indptr) >= 14).all()  # k - 1 neighbours (or more)
