@@ -1,0 +1,840 @@
+"""Streaming sparse training, embedding, reconstruction and persistence of the autoencoder.
+
+The model never sees the whole matrix as one dense array: :func:`train` builds a
+``tf.data`` pipeline over row indices that slices the CSR matrices one batch at a time,
+densifies only that batch (``batch_size`` x features float32), shuffles every epoch with
+a seeded generator and prefetches the next batch while the current one trains.
+:func:`embed` and :func:`reconstruct` run the frozen model (``training=False``) in
+batches the same way.
+
+Inputs ``gex`` / ``atac`` may be ``scipy.sparse`` matrices or arrays (any format; CSR is
+used as is), dense NumPy arrays, or AnnData objects (cells x selected features). AnnData
+are turned into model inputs with :func:`mmae_utils.data.gex_input` (log1p-normalised
+counts) and :func:`mmae_utils.data.atac_input` (binarised counts) from ``layers[layer]``,
+and their ``var_names`` are checked against the features the model was trained on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import numbers
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._utils import atomic_path, logger, set_seed
+from .model import MultiModalAutoencoder
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "check_features",
+    "embed",
+    "fused_adam",
+    "load_model",
+    "make_dataset",
+    "reconstruct",
+    "save_model",
+    "train",
+    "tune_malloc",
+    "validation_split",
+]
+
+#: Columns of the history returned by :func:`train`, in order (``val_*`` only with a
+#: validation split). ``gex_loss`` is the GEX mean squared error and ``atac_loss`` the ATAC
+#: binary cross-entropy, both unweighted; ``loss`` is their weighted sum.
+HISTORY_COLUMNS = (
+    "loss",
+    "gex_loss",
+    "atac_loss",
+    "val_loss",
+    "val_gex_loss",
+    "val_atac_loss",
+    "seconds",
+)
+
+_SOURCES = ("both", "gex", "atac")
+
+
+# ---------------------------------------------------------------------------- inputs
+def _is_anndata(x) -> bool:
+    try:
+        import anndata
+    except ImportError:  # pragma: no cover - anndata is a hard dependency
+        return False
+    return isinstance(x, anndata.AnnData)
+
+
+def _as_matrix(x, modality: str, *, layer: str | None):
+    """Model input for one modality: (CSR float32 or C-contiguous float32 array, names)."""
+    names = None
+    if _is_anndata(x):
+        from .data import atac_input, gex_input
+
+        names = tuple(str(n) for n in x.var_names)
+        x = gex_input(x, layer=layer) if modality == "gex" else atac_input(x, layer=layer)
+    if sp.issparse(x):
+        if x.ndim != 2:
+            raise ValueError(f"{modality} must be 2-D (cells x features), got shape {x.shape}.")
+        x = x if x.format == "csr" else x.tocsr()
+        if not isinstance(x, sp.csr_matrix):
+            x = sp.csr_matrix(x)  # csr_array -> csr_matrix, sharing the buffers
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        values = x.data
+    elif isinstance(x, np.ndarray) or hasattr(x, "__array__"):
+        x = np.asarray(x)
+        if x.dtype == object or not (
+            np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)
+        ):
+            raise TypeError(f"{modality} must hold numbers, got dtype {x.dtype}.")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"{modality} must be 2-D (cells x features), got shape {x.shape}.")
+        values = x
+    else:
+        raise TypeError(
+            f"{modality} must be a scipy.sparse matrix, a NumPy array or an AnnData, "
+            f"got {type(x).__name__}."
+        )
+    if not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        raise ValueError(
+            f"{modality} contains {bad} NaN or infinite value(s); the model needs finite "
+            "inputs (log-normalised GEX, binarised ATAC)."
+        )
+    return x, names
+
+
+def _prepare(model, gex, atac, *, layer, from_="both", record_features=False):
+    """Validate and convert both modalities; returns (gex, atac, n_obs)."""
+    if not isinstance(model, MultiModalAutoencoder):
+        raise TypeError(
+            "model must be a MultiModalAutoencoder (see mmae_utils.model.build_model), "
+            f"got {type(model).__name__}."
+        )
+    if from_ not in _SOURCES:
+        raise ValueError(f"from_ must be one of {_SOURCES}, got {from_!r}.")
+    mats, names = {}, {}
+    for modality, x in (("gex", gex), ("atac", atac)):
+        if x is None:
+            if from_ in ("both", modality):
+                raise ValueError(
+                    f"{modality} is None but from_={from_!r} needs it; pass "
+                    f'from_="{"atac" if modality == "gex" else "gex"}" to use the other '
+                    "modality alone."
+                )
+            mats[modality], names[modality] = None, None
+            continue
+        mats[modality], names[modality] = _as_matrix(x, modality, layer=layer)
+        expected = model.gex_dim if modality == "gex" else model.atac_dim
+        if mats[modality].shape[1] != expected:
+            raise ValueError(
+                f"The model expects {expected} {modality.upper()} features but the data has "
+                f"{mats[modality].shape[1]}."
+            )
+    check_features(model, gex_features=names["gex"], atac_features=names["atac"])
+    if record_features:
+        if names["gex"] is not None and model.gex_features is None:
+            model.gex_features = names["gex"]
+        if names["atac"] is not None and model.atac_features is None:
+            model.atac_features = names["atac"]
+    rows = {m: mats[m].shape[0] for m in mats if mats[m] is not None}
+    if len(set(rows.values())) > 1:
+        raise ValueError(
+            f"gex and atac must describe the same cells in the same order; got "
+            f"{rows['gex']} GEX rows and {rows['atac']} ATAC rows."
+        )
+    n_obs = next(iter(rows.values()))
+    if n_obs == 0:
+        raise ValueError("No cells to use (0 rows).")
+    return mats["gex"], mats["atac"], n_obs
+
+
+def _dense_rows(x, rows) -> np.ndarray:
+    """Rows ``rows`` (indices or a slice) of ``x`` as a dense C-contiguous float32 array."""
+    if x is None:
+        return None
+    if sp.issparse(x):
+        return x[rows].toarray()
+    return np.ascontiguousarray(x[rows])
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    return int(batch_size)
+
+
+# ---------------------------------------------------------------------------- pipeline
+def make_dataset(gex, atac, rows, *, batch_size: int, shuffle: bool, seed: int | None = 0):
+    """``tf.data`` pipeline of ``({"gex", "atac"}, {"gex", "atac"})`` dense batches.
+
+    Only one batch at a time is densified (from CSR rows, with SciPy); the full matrices
+    stay sparse. With ``shuffle`` the rows are permuted anew at every pass (epoch) by a
+    NumPy generator seeded with ``seed``, so the same seed gives the same batch order.
+
+    Parameters
+    ----------
+    gex, atac
+        CSR float32 matrices or C-contiguous float32 arrays with the same rows.
+    rows
+        Row indices to iterate over (e.g. the training split).
+    batch_size
+        Cells per batch (the last batch may be smaller).
+    shuffle
+        Permute ``rows`` at every pass.
+    seed
+        Seed of the permutations.
+
+    Returns
+    -------
+    A ``tf.data.Dataset`` of known cardinality; inputs and targets are the same tensors.
+    """
+    import tensorflow as tf
+
+    rows = np.asarray(rows, dtype=np.int64)
+    n_batches = math.ceil(len(rows) / batch_size)
+    rng = np.random.default_rng(seed)
+
+    def batches():
+        order = rng.permutation(rows) if shuffle else rows
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield _dense_rows(gex, idx), _dense_rows(atac, idx)
+
+    ds = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec((None, gex.shape[1]), tf.float32),
+            tf.TensorSpec((None, atac.shape[1]), tf.float32),
+        ),
+    )
+    ds = ds.map(lambda g, a: ({"gex": g, "atac": a}, {"gex": g, "atac": a}))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return ds.prefetch(2)
+
+
+def _fused_adam_class():
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="mmae")
+    class FusedAdam(keras.optimizers.Adam):
+        """Keras' Adam with the update done by TensorFlow's fused ``ResourceApplyAdam``.
+
+        The same update rule as ``keras.optimizers.Adam`` (bias-corrected step size,
+        epsilon outside the square root), but one multi-threaded kernel pass per variable
+        instead of about ten element-wise ops: without XLA, Keras' Adam costs several
+        milliseconds per step for the 3.8 million parameters of the default model.
+        Falls back to Keras' implementation for AMSGrad, weight decay and non-TensorFlow
+        backends.
+        """
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self.amsgrad or keras.backend.backend() != "tensorflow":
+                return super().update_step(gradient, variable, learning_rate)
+            import tensorflow as tf
+
+            dtype = variable.dtype
+            step = ops.cast(self.iterations + 1, dtype)
+            beta_1 = ops.cast(self.beta_1, dtype)
+            beta_2 = ops.cast(self.beta_2, dtype)
+            index = self._get_variable_index(variable)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle,
+                m=self._momentums[index].handle,
+                v=self._velocities[index].handle,
+                beta1_power=ops.power(beta_1, step),
+                beta2_power=ops.power(beta_2, step),
+                lr=ops.cast(learning_rate, dtype),
+                beta1=beta_1,
+                beta2=beta_2,
+                epsilon=ops.cast(self.epsilon, dtype),
+                grad=ops.cast(gradient, dtype),
+                use_locking=False,
+            )
+
+    return FusedAdam
+
+
+_FUSED_ADAM = None
+
+
+def fused_adam(learning_rate: float = 1e-3, **kwargs):
+    """A ``keras.optimizers.Adam`` whose update runs as TensorFlow's fused Adam kernel.
+
+    Parameters
+    ----------
+    learning_rate
+        Step size.
+    **kwargs
+        Other ``keras.optimizers.Adam`` arguments.
+
+    Returns
+    -------
+    The optimizer (class ``FusedAdam``, registered as ``mmae>FusedAdam`` for saving).
+    """
+    global _FUSED_ADAM
+    if _FUSED_ADAM is None:
+        _FUSED_ADAM = _fused_adam_class()
+    return _FUSED_ADAM(learning_rate=learning_rate, **kwargs)
+
+
+_MALLOC_TUNED = False
+
+
+def tune_malloc(
+    *, mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20, top_pad: int = 64 << 20
+) -> bool:
+    """Stop glibc from returning (and re-faulting) memory at every training step.
+
+    With glibc's default settings every training step of TensorFlow on CPU (and every
+    densified batch) gets fresh, zero-filled pages from the kernel for its multi-MB
+    tensors: thousands of page faults per step, about a third of the CPU time of an epoch
+    on the benchmark machine. Raising the mmap and trim thresholds (the documented
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_``
+    tunables, set here with ``mallopt``) lets freed blocks be reused instead. The cost is that up to
+    ``trim_threshold`` bytes of freed memory may stay with the process. Process-wide and
+    applied once; a no-op (returning False) where glibc is not available.
+
+    Parameters
+    ----------
+    mmap_threshold
+        Allocations below this size come from the heap, not from fresh mmaps.
+    trim_threshold
+        Free memory at the top of the heap kept before returning it to the system.
+    top_pad
+        Extra memory requested from the system whenever a heap grows (or kept when it
+        shrinks); the per-thread heaps of tf.data and TensorFlow need it too.
+
+    Returns
+    -------
+    Whether the settings are in effect.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # pragma: no cover - musl or other libc
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
+    ok = mallopt(m_trim_threshold, int(trim_threshold)) == 1 and ok
+    ok = mallopt(m_top_pad, int(top_pad)) == 1 and ok
+    _MALLOC_TUNED = ok
+    logger.debug("glibc malloc tuning %s", "applied" if ok else "failed")
+    return ok
+
+
+def _epoch_timer():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["seconds"] = time.perf_counter() - self._t0
+
+    return EpochTimer()
+
+
+# ---------------------------------------------------------------------------- train
+def validation_split(
+    n_obs: int, *, validation_fraction: float = 0.1, seed: int | None = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cells :func:`train` trains on and holds out, chosen at random with ``seed``.
+
+    Parameters
+    ----------
+    n_obs
+        Number of cells.
+    validation_fraction
+        Fraction held out, in [0, 1); rounded, and at least one cell when > 0.
+    seed
+        Seed of the choice.
+
+    Returns
+    -------
+    ``(train_rows, val_rows)``: sorted int64 row indices, disjoint, covering all cells.
+    """
+    if not isinstance(validation_fraction, numbers.Real) or not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    perm = np.random.default_rng(seed).permutation(n_obs)
+    n_val = 0
+    if validation_fraction > 0:
+        n_val = min(max(int(round(n_obs * validation_fraction)), 1), n_obs - 1)
+    if n_obs - n_val < 1:
+        raise ValueError(f"Not enough cells ({n_obs}) to train on.")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def train(
+    model: MultiModalAutoencoder,
+    gex,
+    atac,
+    *,
+    epochs: int = 100,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    validation_fraction: float = 0.1,
+    patience: int | None = 10,
+    min_delta: float = 0.0,
+    seed: int | None = 0,
+    layer: str | None = "counts",
+    jit_compile: bool = True,
+    steps_per_execution: int = 8,
+    deterministic: bool = True,
+    tune_memory: bool = True,
+    verbose: int | str = "auto",
+    callbacks: Sequence | None = None,
+) -> pd.DataFrame:
+    """Train the autoencoder on paired GEX + ATAC, streaming sparse batches.
+
+    Parameters
+    ----------
+    model
+        A model from :func:`mmae_utils.model.build_model`; trained in place.
+    gex, atac
+        The same cells in the same order: CSR (or any SciPy sparse) matrices, dense
+        arrays, or AnnData (inputs derived from ``layers[layer]``). Cells x selected
+        features, matching ``model.gex_dim`` / ``model.atac_dim``.
+    epochs
+        Maximum number of passes over the training cells.
+    batch_size
+        Cells per gradient step; only this many rows are ever dense at once.
+    learning_rate
+        Adam learning rate (the model is recompiled with a fresh optimizer).
+    validation_fraction
+        Fraction of cells held out (chosen with ``seed``) for ``val_*`` losses and early
+        stopping; 0 trains on all cells and early-stops on the training loss.
+    patience
+        Stop after this many epochs without improvement of the monitored loss by more than
+        ``min_delta``, and restore the weights of the best epoch. ``None`` disables early
+        stopping (the last epoch's weights are kept).
+    min_delta
+        Smallest change of the monitored loss that counts as an improvement.
+    seed
+        Seeds the split, the batch order, TensorFlow and Keras. With ``deterministic``
+        the same seed (and the same ``build_model(seed=...)``) gives the same model and
+        embedding.
+    layer
+        Layer of raw counts when AnnData are passed.
+    jit_compile
+        Compile the training step with XLA (fuses the optimizer and the element-wise
+        loss ops: much faster on CPU at small batch sizes).
+    steps_per_execution
+        Training steps run per call into TensorFlow (fewer Python round trips; the
+        progress bar and batch-level callbacks update every this many steps).
+    deterministic
+        Enable TensorFlow op determinism (see :func:`mmae_utils._utils.set_seed`).
+    tune_memory
+        Apply :func:`tune_malloc` (glibc only; process-wide): about 1.5x less CPU time per
+        epoch on CPU.
+    verbose
+        Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto".
+    callbacks
+        Extra Keras callbacks.
+
+    Returns
+    -------
+    A ``pandas.DataFrame`` indexed by epoch (from 1) with the columns of
+    :data:`HISTORY_COLUMNS`: ``loss`` (weighted total), ``gex_loss`` (GEX MSE),
+    ``atac_loss`` (ATAC BCE), the same with ``val_`` on the validation cells, and
+    ``seconds`` per epoch. ``attrs`` hold ``best_epoch`` (whose weights the model now
+    has, when early stopping is on), ``monitor``, ``n_train`` and ``n_val``. When AnnData
+    are passed and the model has no feature names yet, ``model.gex_features`` /
+    ``model.atac_features`` are set to their ``var_names``.
+    """
+    import keras
+
+    for name, value in (("epochs", epochs),):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    batch_size = _check_batch_size(batch_size)
+    if (
+        isinstance(steps_per_execution, bool)
+        or not isinstance(steps_per_execution, numbers.Integral)
+        or steps_per_execution < 1
+    ):
+        raise ValueError(
+            f"steps_per_execution must be a positive integer, got {steps_per_execution!r}."
+        )
+    if not isinstance(validation_fraction, numbers.Real) or not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0
+    ):
+        raise ValueError(f"patience must be a non-negative integer or None, got {patience!r}.")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+        raise TypeError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
+
+    gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, record_features=True)
+    if tune_memory:
+        tune_malloc()
+
+    if seed is not None:
+        set_seed(seed, deterministic=deterministic)
+    train_rows, val_rows = validation_split(
+        n_obs, validation_fraction=validation_fraction, seed=seed
+    )
+    n_val = len(val_rows)
+    data_seed = None if seed is None else int(np.random.default_rng([seed, 1]).integers(2**31 - 1))
+
+    train_ds = make_dataset(
+        gex, atac, train_rows, batch_size=batch_size, shuffle=True, seed=data_seed
+    )
+    val_ds = (
+        make_dataset(gex, atac, val_rows, batch_size=max(batch_size, 1024), shuffle=False)
+        if n_val
+        else None
+    )
+
+    # Under XLA the optimizer update is fused by the compiler; without it, TensorFlow's
+    # fused Adam kernel replaces Keras' ten element-wise ops per variable.
+    optimizer = (
+        keras.optimizers.Adam(learning_rate=float(learning_rate))
+        if jit_compile
+        else fused_adam(learning_rate=float(learning_rate))
+    )
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=bool(jit_compile),
+        steps_per_execution=int(steps_per_execution),
+    )
+    monitor = "val_loss" if n_val else "loss"
+    cbs = [_epoch_timer()]
+    early = None
+    if patience is not None:
+        early = keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            patience=int(patience),
+            min_delta=float(min_delta),
+            restore_best_weights=True,
+            verbose=0,
+        )
+        cbs.append(early)
+    cbs.extend(callbacks or [])
+
+    logger.debug("training on %d cells, validating on %d", len(train_rows), n_val)
+    hist = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=int(epochs),
+        verbose=verbose,
+        callbacks=cbs,
+        shuffle=False,
+    )
+
+    df = pd.DataFrame(hist.history)
+    df.index = pd.RangeIndex(1, len(df) + 1, name="epoch")
+    cols = [c for c in HISTORY_COLUMNS if c in df] + [c for c in df if c not in HISTORY_COLUMNS]
+    df = df[cols]
+    df.attrs["monitor"] = monitor
+    if early is not None and early.best_weights is not None:
+        df.attrs["best_epoch"] = int(early.best_epoch) + 1
+    else:
+        df.attrs["best_epoch"] = len(df)
+    df.attrs["n_train"] = len(train_rows)
+    df.attrs["n_val"] = n_val
+    return df
+
+
+# ---------------------------------------------------------------------------- inference
+_INFERENCE_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _inference_fn(model, what: str):
+    """A cached ``tf.function`` running the frozen model (``training=False``)."""
+    import tensorflow as tf
+
+    fns = _INFERENCE_FNS.setdefault(model, {})
+    if what not in fns:
+        spec = (
+            tf.TensorSpec((None, model.gex_dim), tf.float32),
+            tf.TensorSpec((None, model.atac_dim), tf.float32),
+        )
+        if what == "encode":
+
+            def fn(g, a):
+                return model.encode({"gex": g, "atac": a}, training=False)
+        else:
+
+            def fn(g, a):
+                return model({"gex": g, "atac": a}, training=False)[what]
+
+        fns[what] = tf.function(fn, input_signature=spec, autograph=False)
+    return fns[what]
+
+
+def _run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim):
+    fn = _inference_fn(model, what)
+    out = np.empty((n_obs, out_dim), dtype=np.float32)
+    for start in range(0, n_obs, batch_size):
+        sl = slice(start, min(start + batch_size, n_obs))
+        n = sl.stop - sl.start
+        g = (
+            _dense_rows(gex, sl)
+            if from_ in ("both", "gex")
+            else np.zeros((n, model.gex_dim), np.float32)
+        )
+        a = (
+            _dense_rows(atac, sl)
+            if from_ in ("both", "atac")
+            else np.zeros((n, model.atac_dim), np.float32)
+        )
+        out[sl] = fn(g, a).numpy()
+    return out
+
+
+def embed(
+    model: MultiModalAutoencoder,
+    gex,
+    atac,
+    *,
+    batch_size: int = 1024,
+    from_: str = "both",
+    layer: str | None = "counts",
+    adata=None,
+    key_added: str = "X_mmae",
+) -> np.ndarray:
+    """Joint embedding of cells by the frozen model, computed in batches.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~mmae_utils.model.MultiModalAutoencoder`; not modified (run
+        with ``training=False``: no dropout, batch norm in inference mode).
+    gex, atac
+        As in :func:`train`. One of them may be ``None`` when ``from_`` names the other.
+    batch_size
+        Cells densified and encoded at once.
+    from_
+        ``"both"``; or ``"gex"`` / ``"atac"`` to encode from one modality with the other
+        set to zeros (what ``modality_dropout`` trains the model for).
+    layer
+        Layer of raw counts when AnnData are passed.
+    adata
+        If given (an AnnData with the same cells in the same order), the embedding is
+        written to ``adata.obsm[key_added]``.
+    key_added
+        ``obsm`` key to write.
+
+    Returns
+    -------
+    ``np.ndarray`` of float32, cells x ``model.latent_dim`` (GEX part first). With
+    ``adata``, also sets ``adata.obsm[key_added]`` (default ``adata.obsm["X_mmae"]``).
+    """
+    batch_size = _check_batch_size(batch_size)
+    gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
+    if adata is not None and adata.n_obs != n_obs:
+        raise ValueError(f"adata has {adata.n_obs} cells but the inputs have {n_obs}.")
+    z = _run_batches(model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim)
+    if adata is not None:
+        adata.obsm[key_added] = z
+    return z
+
+
+def reconstruct(
+    model: MultiModalAutoencoder,
+    gex,
+    atac,
+    *,
+    modality: str = "gex",
+    from_: str = "both",
+    logits: bool = False,
+    batch_size: int = 1024,
+    layer: str | None = "counts",
+) -> np.ndarray:
+    """Reconstruct one modality from the joint code, in batches.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~mmae_utils.model.MultiModalAutoencoder` (run frozen).
+    gex, atac
+        As in :func:`embed`; one may be ``None`` when ``from_`` names the other.
+    modality
+        ``"gex"`` (log-normalised values) or ``"atac"`` (accessibility probabilities).
+    from_
+        ``"both"``, or ``"gex"`` / ``"atac"`` to predict from one modality alone (the
+        other zeroed), e.g. ATAC from GEX.
+    logits
+        For ATAC, return logits instead of probabilities.
+    batch_size
+        Cells processed at once.
+    layer
+        Layer of raw counts when AnnData are passed.
+
+    Returns
+    -------
+    Dense ``np.ndarray`` of float32, cells x features of ``modality``. (This is dense by
+    nature: at full scale, 69k cells x 5,000 peaks is 1.4 GB; pass a subset of cells.)
+    """
+    if modality not in ("gex", "atac"):
+        raise ValueError(f'modality must be "gex" or "atac", got {modality!r}.')
+    batch_size = _check_batch_size(batch_size)
+    gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
+    dim = model.gex_dim if modality == "gex" else model.atac_dim
+    out = _run_batches(model, modality, gex, atac, n_obs, from_, batch_size, dim)
+    if modality == "atac" and not logits:
+        # numerically stable sigmoid, in place
+        pos = out >= 0
+        e = np.exp(-np.abs(out))
+        out = np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------- persistence
+def _first_difference(expected: Sequence[str], got: Sequence[str]) -> str:
+    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
+        if a != b:
+            return f"first difference at position {i}: model {a!r}, data {b!r}"
+    return f"the first {min(len(expected), len(got))} names agree"
+
+
+def check_features(
+    model: MultiModalAutoencoder,
+    *,
+    gex_features: Sequence[str] | None = None,
+    atac_features: Sequence[str] | None = None,
+) -> None:
+    """Raise a ``ValueError`` if data features differ from those the model was trained on.
+
+    Parameters
+    ----------
+    model
+        A model with ``gex_features`` / ``atac_features`` (set by :func:`train` on AnnData,
+        by :func:`save_model`, or at :func:`~mmae_utils.model.build_model`).
+    gex_features, atac_features
+        Feature names of the data (``var_names``), in column order. ``None`` skips the
+        check for that modality, as does a model that does not know its feature names.
+
+    Returns
+    -------
+    None; raises ``ValueError`` naming the modality, both counts and the first differing
+    names (or that the same features are in another order).
+    """
+    for label, expected, got in (
+        ("GEX", model.gex_features, gex_features),
+        ("ATAC", model.atac_features, atac_features),
+    ):
+        if expected is None or got is None:
+            continue
+        got = [str(n) for n in got]
+        if list(expected) == got:
+            continue
+        if len(expected) == len(got) and set(expected) == set(got):
+            detail = (
+                "the same features in a different order; reorder the data, e.g. "
+                f"adata[:, model.{label.lower()}_features]"
+            )
+        else:
+            missing = [n for n in expected if n not in set(got)]
+            detail = (
+                f"model has {len(expected)}, data has {len(got)}; "
+                f"{_first_difference(expected, got)}"
+            )
+            if missing:
+                detail += (
+                    f"; {len(missing)} model features absent from the data, e.g. {missing[:3]}"
+                )
+        raise ValueError(f"{label} features differ from those the model was trained on: {detail}.")
+
+
+def save_model(
+    model: MultiModalAutoencoder,
+    path: str | Path,
+    *,
+    gex_features: Sequence[str] | None = None,
+    atac_features: Sequence[str] | None = None,
+) -> Path:
+    """Save the model, its configuration and its feature names to one ``.keras`` file.
+
+    Parameters
+    ----------
+    model
+        The model to save.
+    path
+        Destination, ending in ``.keras``. Written atomically (a temporary file renamed
+        into place), so an interrupted save never leaves a broken file.
+    gex_features, atac_features
+        Names of the features the model was trained on, in column order (e.g.
+        ``gex.var_names``). Default: those the model already knows (set by :func:`train`
+        on AnnData). Stored in the model config inside the file.
+
+    Returns
+    -------
+    The ``Path`` written.
+    """
+    if not isinstance(model, MultiModalAutoencoder):
+        raise TypeError(f"model must be a MultiModalAutoencoder, got {type(model).__name__}.")
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(
+            f"save_model writes Keras 3 '.keras' files; {str(path)!r} has suffix "
+            f"{path.suffix!r}. Use e.g. {str(path.with_suffix('.keras'))!r}."
+        )
+    if gex_features is not None:
+        model.gex_features = gex_features
+    if atac_features is not None:
+        model.atac_features = atac_features
+    if model.gex_features is None or model.atac_features is None:
+        warnings.warn(
+            "Saving a model without feature names: applying it to other data can only check "
+            "feature counts. Pass gex_features= and atac_features= (e.g. var_names).",
+            UserWarning,
+            stacklevel=2,
+        )
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # TensorFlow variables' __array__ predates NumPy 2's copy= keyword; harmless here.
+        warnings.filterwarnings(
+            "ignore", message="__array__ implementation doesn't accept a copy keyword"
+        )
+        model.save(tmp)
+    return path
+
+
+def load_model(path: str | Path, *, compile: bool = True) -> MultiModalAutoencoder:
+    """Load a model written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path
+        A ``.keras`` file.
+    compile
+        Restore the compiled losses and optimizer as saved.
+
+    Returns
+    -------
+    The :class:`~mmae_utils.model.MultiModalAutoencoder`, with its configuration
+    (``model.config``) and ``model.gex_features`` / ``model.atac_features``.
+    """
+    import keras
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"load_model reads '.keras' files; got {str(path)!r}.")
+    if not path.exists():
+        raise FileNotFoundError(f"No model file at {str(path)!r}.")
+    fused_adam()  # registers mmae>FusedAdam, the optimizer train() may have compiled with
+    model = keras.saving.load_model(path, compile=compile)
+    if not isinstance(model, MultiModalAutoencoder):
+        raise TypeError(f"{str(path)!r} holds a {type(model).__name__}, not an mmae model.")
+    return model
