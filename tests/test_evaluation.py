@@ -276,6 +276,7 @@ def test_cell_cycle_equals_scib(scored):
 
 def test_graph_metrics_equal_scib_on_the_same_graph(scored):
     import scanpy as sc
+
     scib = ev._scib()
 
     adata, keys, df = scored

@@ -70,3 +70,12 @@ def test_starts_with_a_title_and_what_you_learn(path):
     first = nb.cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     assert "What you learn" in first.source
+
+
+def test_readme_documents_every_notebook_parameter():
+    readme = (NB_DIR.parent / "README.md").read_text()
+    for path in PATHS:
+        nb = nbformat.read(path, as_version=4)
+        source = next(c for c in nb.cells if c.cell_type == "code").source
+        for name in re.findall(r"^([A-Z][A-Z0-9_]*) = ", source, flags=re.M):
+            assert f"`{name}`" in readme, f"README does not document {name} ({path.name})"
