@@ -396,7 +396,7 @@ def train(
     min_delta: float = 0.0,
     seed: int | None = 0,
     layer: str | None = "counts",
-    jit_compile: bool = True,
+    jit_compile: bool = False,
     steps_per_execution: int = 8,
     deterministic: bool = True,
     tune_memory: bool = True,
@@ -435,15 +435,19 @@ def train(
     layer
         Layer of raw counts when AnnData are passed.
     jit_compile
-        Compile the training step with XLA (fuses the optimizer and the element-wise
-        loss ops: much faster on CPU at small batch sizes).
+        Compile the training step with XLA, which fuses the optimizer update and the
+        element-wise loss ops. Without XLA (the default) the update runs as TensorFlow's
+        fused Adam kernel (:func:`fused_adam`) and the matmuls use oneDNN. On the 2-core
+        benchmark machine both take about the same time per epoch; XLA holds ~0.15 GB more
+        memory and compiles for a few seconds at the start of every call (see
+        ``benchmarks/README.md``, section Training).
     steps_per_execution
         Training steps run per call into TensorFlow (fewer Python round trips; the
         progress bar and batch-level callbacks update every this many steps).
     deterministic
         Enable TensorFlow op determinism (see :func:`mmae_utils._utils.set_seed`).
     tune_memory
-        Apply :func:`tune_malloc` (glibc only; process-wide): about 1.5x less CPU time per
+        Apply :func:`tune_malloc` (glibc only; process-wide): about 1.4x less CPU time per
         epoch on CPU.
     verbose
         Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto".

@@ -148,14 +148,25 @@ def test_reconstruct_either_modality(trained, data):
         reconstruct(model, gex, atac, modality="rna")
 
 
+def test_same_seed_same_model_and_embedding_default_path(data):
+    gex, atac, _ = data
+    z = []
+    for _ in range(2):
+        model = build_model(N_GENES, N_PEAKS, modality_dropout=0.3, dropout=0.1, seed=7, **SMALL)
+        train(model, gex, atac, epochs=2, batch_size=64, seed=7, verbose=0)
+        assert not model.jit_compile and type(model.optimizer).__name__ == "FusedAdam"
+        z.append(embed(model, gex, atac))
+    np.testing.assert_array_equal(z[0], z[1])
+
+
 def test_same_seed_same_model_and_embedding_with_xla(data):
     gex, atac, _ = data
     results = []
     for _ in range(2):
         model = build_model(N_GENES, N_PEAKS, modality_dropout=0.3, dropout=0.1, seed=7, **SMALL)
         # 432 training cells = 9 batches of 48: one XLA compilation for training
-        hist = train(model, gex, atac, epochs=2, batch_size=48, seed=7, verbose=0)
-        assert model.jit_compile  # XLA is the default, also under op determinism
+        hist = train(model, gex, atac, epochs=2, batch_size=48, seed=7, jit_compile=True, verbose=0)
+        assert model.jit_compile  # XLA stays on under op determinism
         results.append((hist, embed(model, gex, atac), model.get_weights()))
     (h1, z1, w1), (h2, z2, w2) = results
     np.testing.assert_array_equal(z1, z2)
