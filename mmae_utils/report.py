@@ -117,17 +117,6 @@ def _failed_cell(ipynb: Path) -> str:
     return "an unknown cell"
 
 
-#: The six competition metrics averaged into ``overall``.
-SIX = (
-    "NMI",
-    "cell_type_ASW",
-    "cell_cycle_conservation",
-    "trajectory_conservation",
-    "batch_ASW",
-    "graph_connectivity",
-)
-
-
 def verdict(
     metrics, *, method: str = "mmae", reference: str = "pca_concat", tie: float = 0.01
 ) -> str:
@@ -149,6 +138,8 @@ def verdict(
     """
     import numpy as np
 
+    from .evaluation import METRICS
+
     if method not in metrics.index or reference not in metrics.index:
         missing = [m for m in (method, reference) if m not in metrics.index]
         return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
@@ -160,7 +151,9 @@ def verdict(
         head = f"**`{method}` beats `{reference}` overall**: {a['overall']:.3f} vs {b['overall']:.3f} ({diff:+.3f})."
     else:
         head = f"**`{method}` does not beat `{reference}` overall**: {a['overall']:.3f} vs {b['overall']:.3f} ({diff:+.3f})."
-    cols = [c for c in (*SIX, "ARI") if c in metrics and np.isfinite(a[c]) and np.isfinite(b[c])]
+    cols = [
+        c for c in (*METRICS, "ARI") if c in metrics and np.isfinite(a[c]) and np.isfinite(b[c])
+    ]
     won = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] > 0.005]
     lost = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] < -0.005]
     parts = [head]
