@@ -102,17 +102,34 @@ def _scan_counts(
     return empty_rows, col_nnz
 
 
-def _counts_matrix(adata: ad.AnnData, layer: str | None):
+def _counts_matrix(adata: ad.AnnData, layer: str | None, what: str = "model input"):
+    """``adata.layers[layer]``, or ``X`` with a warning naming ``what`` when the layer is absent."""
     if layer is not None and layer in adata.layers:
         return adata.layers[layer]
     if layer is not None:
         warnings.warn(
-            f"layers[{layer!r}] is absent; using adata.X instead. Model inputs are meant to be "
-            "derived from raw counts: store them in adata.layers['counts'] if you have them.",
+            f"{what}: layers[{layer!r}] is absent, using adata.X instead. This step is meant to "
+            "start from raw counts: store them in adata.layers['counts'] if you have them.",
             UserWarning,
             stacklevel=3,
         )
     return adata.X
+
+
+def log_normalize(counts, *, target_sum: float = 1e4) -> sp.csr_matrix:
+    """``log1p`` of counts scaled to ``target_sum`` per cell (scanpy's normalize_total + log1p).
+
+    Returns
+    -------
+    A new ``csr_matrix`` of dtype float32; cells without counts stay zero.
+    """
+    x = to_csr(counts).astype(np.float32, copy=True)
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    x = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x)
+    np.log1p(x.data, out=x.data)
+    x.eliminate_zeros()
+    return x.astype(np.float32)
 
 
 def gex_input(gex: ad.AnnData, *, layer: str | None = "counts", target_sum: float = 1e4):
@@ -131,13 +148,7 @@ def gex_input(gex: ad.AnnData, *, layer: str | None = "counts", target_sum: floa
     -------
     ``scipy.sparse.csr_matrix`` of dtype float32, cells x genes. ``gex`` is not modified.
     """
-    x = to_csr(_counts_matrix(gex, layer)).astype(np.float32, copy=True)
-    totals = np.asarray(x.sum(axis=1)).ravel()
-    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    x = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x)
-    np.log1p(x.data, out=x.data)
-    x.eliminate_zeros()
-    return x.astype(np.float32)
+    return log_normalize(_counts_matrix(gex, layer, "gex_input"), target_sum=target_sum)
 
 
 def atac_input(atac: ad.AnnData, *, layer: str | None = "counts"):
@@ -154,7 +165,7 @@ def atac_input(atac: ad.AnnData, *, layer: str | None = "counts"):
     -------
     ``scipy.sparse.csr_matrix`` of dtype float32 with values in {0, 1}. ``atac`` is not modified.
     """
-    x = to_csr(_counts_matrix(atac, layer)).copy()
+    x = to_csr(_counts_matrix(atac, layer, "atac_input")).copy()
     x.eliminate_zeros()
     x.data = np.ones_like(x.data, dtype=np.float32)
     return x.astype(np.float32)
@@ -535,28 +546,14 @@ def summarize(adata: ad.AnnData, *, layer: str = "counts"):
     import pandas as pd
 
     ft = _feature_types(adata)
-    handle = None
-    if "mmae_backed" in adata.uns:
-        handle, counts = open_counts(adata)
-    else:
-        counts = adata.layers[layer] if layer in adata.layers else adata.X
-    try:
-        per_cell = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
-        per_cell_n = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
-        cols = {m: np.flatnonzero(ft == m) for m in (GEX, ATAC)}
-        for start, stop in _row_chunks(adata.n_obs, CHUNK_SIZE):
-            block = (
-                to_csr(counts[start:stop])
-                if sp.issparse(counts[start:stop])
-                else sp.csr_matrix(counts[start:stop])
-            )
-            for m in (GEX, ATAC):
-                part = block[:, cols[m]]
-                per_cell[m][start:stop] = np.asarray(part.sum(axis=1)).ravel()
-                per_cell_n[m][start:stop] = np.diff(part.indptr)
-    finally:
-        if handle is not None:
-            handle.close()
+    per_cell = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
+    per_cell_n = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
+    cols = {m: np.flatnonzero(ft == m) for m in (GEX, ATAC)}
+    for start, stop, block in iter_counts(adata, layer=layer):
+        for m in (GEX, ATAC):
+            part = block[:, cols[m]]
+            per_cell[m][start:stop] = np.asarray(part.sum(axis=1)).ravel()
+            per_cell_n[m][start:stop] = np.diff(part.indptr)
     rows = []
     for m in (GEX, ATAC):
         n = len(cols[m])
@@ -690,15 +687,34 @@ def _combine_selected_backed(gex, atac, *, key: str, progress: bool) -> ad.AnnDa
     a = atac[:, atac.var[key].to_numpy(bool)]
     var = ad.concat([g, a], axis=1, merge="first").var
     both = ad.AnnData(obs=gex.obs[[]], var=var, uns={"mmae_backed": gex.uns["mmae_backed"]})
-    blocks = [
-        b for _, _, b in iter_counts(both, progress=progress, desc="reading selected features")
-    ]
-    counts = sp.vstack(blocks, format="csr").astype(np.float32)
+    counts = read_counts(both, progress=progress, desc="reading selected features")
     uns = {k: v for k, v in gex.uns.items() if k != "mmae_backed"}
     cols = [c for c in ("feature_types", "gene_id") if c in var]
     return ad.AnnData(
         obs=gex.obs.copy(), var=var[cols], obsm=dict(gex.obsm), uns=uns, layers={"counts": counts}
     )
+
+
+def read_counts(
+    adata: ad.AnnData,
+    *,
+    layer: str = "counts",
+    progress: bool = False,
+    desc: str = "reading counts",
+) -> sp.csr_matrix:
+    """All of ``adata``'s counts as one in-memory CSR float32 matrix, read chunk by chunk.
+
+    For backed data only ``adata``'s features are kept from each chunk, and each chunk is
+    released as soon as it is copied into the result.
+
+    Returns
+    -------
+    ``csr_matrix`` float32, ``adata.n_obs`` x ``adata.n_vars``.
+    """
+    blocks = [b for _, _, b in iter_counts(adata, layer=layer, progress=progress, desc=desc)]
+    if not blocks:
+        return sp.csr_matrix(adata.shape, dtype=np.float32)
+    return _stack_rows(blocks)
 
 
 def _stack_rows(blocks: list) -> sp.csr_matrix:

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ._utils import atomic_path, logger
+from .data import log_normalize
 
 # --------------------------------------------------------------------------------------
 # Facts about the real file (GSE194122, multiome part)
@@ -812,16 +813,6 @@ def _simulate_block(d: _Design, rows: slice, rng: np.random.Generator):
     return gex, atac
 
 
-def _normalise(counts: sp.csr_matrix, target: float = 1e4) -> sp.csr_matrix:
-    totals = np.asarray(counts.sum(axis=1)).ravel()
-    scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0).astype(
-        np.float32
-    )
-    x = sp.csr_matrix(sp.diags(scale) @ counts)
-    np.log1p(x.data, out=x.data)
-    return x.astype(np.float32)
-
-
 def _qc(d: _Design, gex: sp.csr_matrix, atac: sp.csr_matrix, rng) -> dict:
     n_counts = np.asarray(gex.sum(axis=1)).ravel()
     mt_mask = d.var.index[: d.n_genes].str.startswith("MT-")
@@ -905,7 +896,7 @@ def _simulate_chunk(d: _Design, start: int, stop: int, seed: int):
     atac = sp.vstack(atac_parts, format="csr")
     qc = {k: np.concatenate([q[k] for q in qc_parts]) for k in qc_parts[0]}
     counts = sp.hstack([gex, atac], format="csr").astype(np.float32)
-    x = sp.hstack([_normalise(gex), _normalise(atac)], format="csr").astype(np.float32)
+    x = sp.hstack([log_normalize(gex), log_normalize(atac)], format="csr").astype(np.float32)
     gene_activity = sp.csr_matrix(atac @ d.peak_gene[:, _ga_columns(d)]).astype(np.float32)
     return counts, x, gene_activity, qc
 

@@ -502,11 +502,10 @@ def _gex_part(adata: ad.AnnData, gex: ad.AnnData | None) -> tuple[ad.AnnData | N
 
 def _log_normalised(part: ad.AnnData, layer: str) -> sp.csr_matrix:
     """``log1p(normalize_total(counts))`` of ``part`` (works on backed data too)."""
-    from .data import gex_input, is_backed, iter_counts
+    from .data import gex_input, is_backed, read_counts
 
     if is_backed(part):
-        blocks = [b for _, _, b in iter_counts(part, layer=layer)]
-        counts = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(part.shape)
+        counts = read_counts(part, layer=layer)
         part = ad.AnnData(X=counts, obs=pd.DataFrame(index=part.obs_names), var=part.var)
         layer = None
     elif layer not in part.layers:
@@ -904,12 +903,11 @@ def _modality(adata: ad.AnnData, name: str) -> ad.AnnData:
 
 def _counts_part(part: ad.AnnData, layer: str) -> ad.AnnData:
     """An in-memory AnnData whose ``layers[layer]`` (or ``X``) holds ``part``'s counts."""
-    from .data import is_backed, iter_counts
+    from .data import is_backed, read_counts
 
     if not is_backed(part):
         return part
-    blocks = [b for _, _, b in iter_counts(part, layer=layer)]
-    counts = sp.vstack(blocks, format="csr").astype(np.float32)
+    counts = read_counts(part, layer=layer)
     return ad.AnnData(obs=pd.DataFrame(index=part.obs_names), var=part.var, layers={layer: counts})
 
 

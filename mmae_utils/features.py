@@ -11,20 +11,7 @@ import scipy.sparse as sp
 
 from ._compat import import_episcanpy
 from ._utils import logger, to_csr
-from .data import CHUNK_SIZE
-
-
-def _matrix(adata: ad.AnnData, layer: str | None, what: str):
-    if layer is not None and layer in adata.layers:
-        return adata.layers[layer]
-    if layer is not None:
-        warnings.warn(
-            f"{what}: layers[{layer!r}] is absent, using adata.X. Feature selection is meant "
-            "to run on raw counts; store them in adata.layers['counts'] if you have them.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return adata.X
+from .data import CHUNK_SIZE, _counts_matrix, atac_input
 
 
 def _check_n_top(n_top: int, n_available: int, what: str) -> int:
@@ -126,7 +113,7 @@ def select_gex(
             chunk_size=chunk_size, progress=progress,
         )  # fmt: skip
         return _finish_gex(gex, result, n_top, flavor, inplace)
-    x = _matrix(gex, layer, "select_gex")
+    x = _counts_matrix(gex, layer, "select_gex")
     if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
         raise ValueError(
             f"flavor={flavor!r} expects raw counts, but the data in "
@@ -262,10 +249,7 @@ def select_atac(
         result["prop_shared_cells"] = result["n_cells"] / atac.n_obs
         result["variability_score"] = 1 - np.abs(result["prop_shared_cells"] - 0.5)  # as episcanpy
     else:
-        x = _matrix(atac, layer, "select_atac")
-        binary = to_csr(x).copy() if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
-        binary.eliminate_zeros()
-        binary.data = np.ones_like(binary.data, dtype=np.float32)
+        binary = atac_input(atac, layer=layer)  # cells, not fragments, for episcanpy
         epi = import_episcanpy()
         tmp = ad.AnnData(X=binary, var=pd.DataFrame(index=atac.var_names))
         epi.pp.cal_var(tmp, show=False)
