@@ -81,6 +81,44 @@ def to_csr(x) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(x))
 
 
+def row_blocks(x: sp.csr_matrix, max_nnz: int = 1 << 22) -> Iterator[tuple[int, int]]:
+    """Row ranges ``(start, stop)`` of a CSR matrix holding about ``max_nnz`` stored values each.
+
+    Used to transform ``x.data`` in place in pieces, so that no temporary as large as the
+    whole matrix exists (a row longer than ``max_nnz`` makes a block of its own).
+    """
+    indptr = x.indptr
+    n = x.shape[0]
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(indptr, indptr[start] + max_nnz, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        yield start, stop
+        start = stop
+
+
+def scale_rows_inplace(x: sp.csr_matrix, scale: np.ndarray) -> None:
+    """``x[i, :] *= scale[i]`` on ``x.data`` in place, block by block (no nnz-sized temporary)."""
+    indptr = x.indptr
+    for start, stop in row_blocks(x):
+        lo, hi = indptr[start], indptr[stop]
+        x.data[lo:hi] *= np.repeat(scale[start:stop], np.diff(indptr[start : stop + 1])).astype(
+            x.data.dtype, copy=False
+        )
+
+
+def column_sums(x: sp.csr_matrix, *, squares: bool = False) -> np.ndarray:
+    """Float64 column sums (or sums of squares) of a CSR matrix, block by block."""
+    out = np.zeros(x.shape[1], dtype=np.float64)
+    for start, stop in row_blocks(x):
+        lo, hi = x.indptr[start], x.indptr[stop]
+        values = x.data[lo:hi].astype(np.float64)
+        if squares:
+            values *= values
+        out += np.bincount(x.indices[lo:hi], weights=values, minlength=x.shape[1])
+    return out
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far, in bytes (Linux ``ru_maxrss``)."""
     import resource

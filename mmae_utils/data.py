@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ._utils import atomic_path, logger, to_csr
+from ._utils import atomic_path, logger, scale_rows_inplace, to_csr
 
 GEX, ATAC = "GEX", "ATAC"
 #: Smallest dataset the pipeline accepts.
@@ -116,20 +116,25 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None, what: str = "model inpu
     return adata.X
 
 
-def log_normalize(counts, *, target_sum: float = 1e4) -> sp.csr_matrix:
+def log_normalize(counts, *, target_sum: float = 1e4, copy: bool = True) -> sp.csr_matrix:
     """``log1p`` of counts scaled to ``target_sum`` per cell (scanpy's normalize_total + log1p).
+
+    Works on one float32 copy of ``counts`` (or, with ``copy=False`` and a float32 CSR
+    input, on ``counts`` itself), transformed in place in row blocks, so the peak memory
+    is the input plus at most one copy.
 
     Returns
     -------
-    A new ``csr_matrix`` of dtype float32; cells without counts stay zero.
+    A ``csr_matrix`` of dtype float32 (new unless ``copy=False`` allowed reuse); cells
+    without counts stay zero.
     """
-    x = to_csr(counts).astype(np.float32, copy=True)
+    x = to_csr(counts).astype(np.float32, copy=copy)
     totals = np.asarray(x.sum(axis=1)).ravel()
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    x = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x)
+    scale_rows_inplace(x, scale.astype(np.float32))
     np.log1p(x.data, out=x.data)
     x.eliminate_zeros()
-    return x.astype(np.float32)
+    return x
 
 
 def gex_input(gex: ad.AnnData, *, layer: str | None = "counts", target_sum: float = 1e4):
@@ -165,10 +170,33 @@ def atac_input(atac: ad.AnnData, *, layer: str | None = "counts"):
     -------
     ``scipy.sparse.csr_matrix`` of dtype float32 with values in {0, 1}. ``atac`` is not modified.
     """
-    x = to_csr(_counts_matrix(atac, layer, "atac_input")).copy()
-    x.eliminate_zeros()
-    x.data = np.ones_like(x.data, dtype=np.float32)
-    return x.astype(np.float32)
+    return binarize(_counts_matrix(atac, layer, "atac_input"))
+
+
+def binarize(counts, *, copy: bool = True) -> sp.csr_matrix:
+    """Accessible or not: stored non-zero counts become 1.0, explicit zeros are dropped.
+
+    With ``copy=False`` a float32 CSR ``counts`` is overwritten and returned (no copy).
+
+    Returns
+    -------
+    ``scipy.sparse.csr_matrix`` of dtype float32 with values in {0, 1}.
+    """
+    counts = to_csr(counts)
+    if counts.dtype != np.float32:
+        counts, copy = counts.astype(np.float32), False  # astype made a copy already
+    if copy:
+        x = sp.csr_matrix(
+            (np.ones(counts.nnz, dtype=np.float32), counts.indices.copy(), counts.indptr.copy()),
+            shape=counts.shape,
+        )
+        if counts.nnz and not counts.data.all():  # explicit zeros
+            x.data[counts.data == 0] = 0
+            x.eliminate_zeros()
+        return x
+    counts.data[counts.data != 0] = 1.0
+    counts.eliminate_zeros()
+    return counts
 
 
 def _feature_types(adata: ad.AnnData) -> np.ndarray:

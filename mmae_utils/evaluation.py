@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._utils import logger, to_csr
+from ._utils import column_sums, logger, row_blocks, to_csr
 
 __all__ = [
     "BASELINES",
@@ -892,23 +892,67 @@ def evaluate(
 # --------------------------------------------------------------------------------------
 
 
-def _modality(adata: ad.AnnData, name: str) -> ad.AnnData:
-    from .data import _feature_types
+def _owned_counts(adata: ad.AnnData, name: str, layer: str) -> sp.csr_matrix:
+    """A fresh CSR copy of the ``name`` features' counts, safe to transform in place.
 
-    mask = _feature_types(adata) == name
-    if not mask.any():
+    One copy only: the columns are cut from the whole matrix (or read from the backed
+    file) directly, without an AnnData view materialising its own copy first.
+    """
+    from .data import _counts_matrix, _feature_types, is_backed, read_counts
+
+    cols = np.flatnonzero(_feature_types(adata) == name)
+    if cols.size == 0:
         raise ValueError(f"adata has no {name} features (var['feature_types'] == {name!r}).")
-    return adata[:, np.flatnonzero(mask)]
+    if is_backed(adata):
+        return to_csr(read_counts(adata[:, cols], layer=layer))
+    counts = _counts_matrix(adata, layer, "baselines")
+    if cols[-1] - cols[0] + 1 == cols.size:  # one contiguous block
+        cols = slice(int(cols[0]), int(cols[-1]) + 1)
+    if sp.issparse(counts):
+        return to_csr(to_csr(counts)[:, cols])
+    return sp.csr_matrix(np.asarray(counts)[:, cols])
 
 
-def _counts_part(part: ad.AnnData, layer: str) -> ad.AnnData:
-    """An in-memory AnnData whose ``layers[layer]`` (or ``X``) holds ``part``'s counts."""
-    from .data import is_backed, read_counts
+def _truncated_svd(x, n_comps: int, seed: int, *, center: bool = False):
+    """Top ``n_comps`` singular triplets of ``x`` (optionally column-centred, implicitly).
 
-    if not is_backed(part):
-        return part
-    counts = read_counts(part, layer=layer)
-    return ad.AnnData(obs=pd.DataFrame(index=part.obs_names), var=part.var, layers={layer: counts})
+    ARPACK through a ``LinearOperator``, as ``TruncatedSVD(algorithm="arpack")`` and
+    scanpy's sparse PCA do, but without the copy of ``x`` they make. Components come in
+    decreasing order, each signed so that its largest absolute loading is positive.
+
+    Returns
+    -------
+    ``(scores, components, mean)``: ``U * S`` (cells x n_comps, float64), ``V^T``
+    (n_comps x features) and the column means used for centring (zeros without).
+    """
+    from scipy.sparse.linalg import LinearOperator, svds
+    from sklearn.utils import check_random_state
+
+    x = to_csr(x) if sp.issparse(x) else np.asarray(x)
+    mean = (
+        (column_sums(x) if sp.issparse(x) else x.sum(axis=0, dtype=np.float64)) / x.shape[0]
+        if center
+        else np.zeros(x.shape[1])
+    )
+    xt = x.T
+
+    def matvec(v):
+        return x @ v - mean @ v if center else x @ v
+
+    def rmatvec(v):
+        return xt @ v - np.multiply.outer(mean, v.sum(axis=0)) if center else xt @ v
+
+    dtype = np.float64 if center else x.dtype
+    op = LinearOperator(
+        x.shape, matvec=matvec, rmatvec=rmatvec, matmat=matvec, rmatmat=rmatvec, dtype=dtype
+    )
+    v0 = check_random_state(seed).uniform(-1, 1, size=min(x.shape))
+    u, s, vt = svds(op, k=n_comps, v0=v0, tol=0.0)
+    order = np.argsort(-s)
+    u, s, vt = u[:, order], s[order], vt[order]
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+    signs = np.where(signs == 0, 1, signs)
+    return (u * s) * signs, vt * signs[:, None], mean
 
 
 def _pca(x, n_comps: int, seed: int, what: str) -> np.ndarray:
@@ -941,35 +985,48 @@ def tfidf(x) -> sp.csr_matrix:
     ``scipy.sparse.csr_matrix`` float32 of the same shape; cells or peaks without counts
     give zeros.
     """
-    x = to_csr(x).astype(np.float64)
-    cell_tot = np.asarray(x.sum(axis=1)).ravel()
-    peak_tot = np.asarray(x.sum(axis=0)).ravel()
+    return _tfidf_inplace(to_csr(x).astype(np.float32, copy=True))
+
+
+def _tfidf_inplace(x: sp.csr_matrix, *, drop_zeros: bool = True) -> sp.csr_matrix:
+    """:func:`tfidf` overwriting ``x.data`` (float32 CSR); ``x.indices`` / ``indptr`` are
+    left alone when ``drop_zeros=False`` (so they may be shared with another matrix)."""
+    n_cells, n_peaks = x.shape
+    cell_tot = np.asarray(x.sum(axis=1, dtype=np.float64)).ravel()
+    peak_tot = column_sums(x)
     inv_cell = np.divide(1.0, cell_tot, out=np.zeros_like(cell_tot), where=cell_tot > 0)
-    idf = np.divide(x.shape[0], peak_tot, out=np.zeros_like(peak_tot), where=peak_tot > 0)
-    tf = sp.csr_matrix(sp.diags(inv_cell) @ x @ sp.diags(idf))
-    tf.data = np.log1p(tf.data * 1e4)
-    tf.eliminate_zeros()
-    return tf.astype(np.float32)
+    idf = np.divide(n_cells, peak_tot, out=np.zeros_like(peak_tot), where=peak_tot > 0)
+    for start, stop in row_blocks(x):  # float64 arithmetic on one block at a time
+        lo, hi = x.indptr[start], x.indptr[stop]
+        value = x.data[lo:hi].astype(np.float64)
+        value *= np.repeat(inv_cell[start:stop], np.diff(x.indptr[start : stop + 1]))
+        value *= idf[x.indices[lo:hi]]
+        value *= 1e4
+        x.data[lo:hi] = np.log1p(value)
+    if drop_zeros:
+        x.eliminate_zeros()
+    return x
 
 
 def _lsi(x_bin, n_comps: int, seed: int) -> np.ndarray:
     """TF-IDF, truncated SVD with ``n_comps + 1`` components, first (depth) one dropped."""
-    from sklearn.decomposition import TruncatedSVD
-
-    x = tfidf(x_bin)
+    x_bin = to_csr(x_bin)
+    # TF-IDF values on a copy of the data array only: the index arrays are shared with
+    # x_bin (never modified: zeros stay stored), which saves a third of a matrix copy.
+    x = _tfidf_inplace(
+        sp.csr_matrix(
+            (x_bin.data.astype(np.float32, copy=True), x_bin.indices, x_bin.indptr),
+            shape=x_bin.shape,
+        ),
+        drop_zeros=False,
+    )
     limit = min(x.shape) - 1
     if n_comps + 1 > limit:
         raise ValueError(
             f"ATAC LSI: {n_comps} components (+1 dropped) requested but the data "
             f"({x.shape[0]} cells x {x.shape[1]} peaks) allow at most {limit - 1}."
         )
-    svd = TruncatedSVD(n_components=n_comps + 1, algorithm="arpack", random_state=seed)
-    scores = svd.fit_transform(x)  # U * S
-    # deterministic signs: the largest |loading| of every component is positive
-    comp = svd.components_
-    signs = np.sign(comp[np.arange(comp.shape[0]), np.argmax(np.abs(comp), axis=1)])
-    scores = scores * np.where(signs == 0, 1, signs)
-    scores = scores[:, 1:]
+    scores = _truncated_svd(x, n_comps + 1, seed)[0][:, 1:]
     return (scores - scores.mean(axis=0)).astype(np.float32)
 
 
@@ -984,8 +1041,8 @@ def _top_sd(x: sp.csr_matrix, n_top: int) -> sp.csr_matrix:
     x = to_csr(x)
     if x.shape[1] <= n_top:
         return x
-    mean = np.asarray(x.mean(axis=0)).ravel()
-    mean_sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
+    mean = column_sums(x) / x.shape[0]
+    mean_sq = column_sums(x, squares=True) / x.shape[0]
     sd = np.sqrt(np.maximum(mean_sq - mean**2, 0))
     top = np.sort(np.argsort(-sd, kind="stable")[:n_top])
     return x[:, top]
@@ -1054,33 +1111,50 @@ def baselines(
     n_comps = int(n_comps)
     if not 2 <= n_comps <= MAX_DIMS:
         raise ValueError(f"n_comps must be between 2 and {MAX_DIMS}, got {n_comps}.")
-    from .data import atac_input, gex_input
+    from .data import binarize, log_normalize
 
     cache: dict[str, sp.csr_matrix] = {}
 
+    # One owned copy of each modality's counts, transformed in place (memory: at full
+    # scale these copies, not the PCA, set the peak).
     def gex_x():
         if "gex" not in cache:
-            cache["gex"] = gex_input(_counts_part(_modality(adata, "GEX"), layer), layer=layer)
+            cache["gex"] = log_normalize(_owned_counts(adata, "GEX", layer), copy=False)
         return cache["gex"]
 
     def atac_x():
         if "atac" not in cache:
-            cache["atac"] = atac_input(_counts_part(_modality(adata, "ATAC"), layer), layer=layer)
+            cache["atac"] = binarize(_owned_counts(adata, "ATAC", layer), copy=False)
         return cache["atac"]
 
+    # Memory: run the methods in an order that lets each modality's copy go as soon as
+    # no remaining method needs it (pca_competition last: it frees them mid-way).
+    needs = {"pca_concat": {"gex", "atac"}, "pca_competition": {"gex", "atac"}}
+    needs |= {"gex_pca": {"gex"}, "atac_lsi": {"atac"}, "random": set()}
+    run_order = ("random", "gex_pca", "pca_concat", "atac_lsi", "pca_competition")
+    order = sorted(methods, key=run_order.index)
+
+    def release(done: int) -> None:
+        still = set().union(*(needs[m] for m in order[done + 1 :]))
+        for name in set(cache) - still:
+            del cache[name]
+
     out: dict[str, np.ndarray] = {}
-    for method in methods:
+    for i, method in enumerate(order):
         if method == "pca_concat":
             n_gex = (n_comps + 1) // 2
             g = _block_scaled(_pca(gex_x(), n_gex, seed, "pca_concat (GEX part)"))
             a = _block_scaled(_lsi(atac_x(), n_comps - n_gex, seed))
             out[method] = np.hstack([g, a])
         elif method == "pca_competition":
-            x = sp.hstack(
-                [_top_sd(gex_x(), n_top_competition), _top_sd(atac_x(), n_top_competition)],
-                format="csr",
-            )
+            top_gex = _top_sd(gex_x(), n_top_competition)
+            release(i)  # drops the GEX copy unless a later method needs it
+            top_atac = _top_sd(atac_x(), n_top_competition)
+            release(i)
+            x = sp.hstack([top_gex, top_atac], format="csr")
+            del top_gex, top_atac
             out[method] = _pca(x, n_comps, seed, "pca_competition")
+            del x
         elif method == "gex_pca":
             out[method] = _pca(gex_x(), n_comps, seed, "gex_pca")
         elif method == "atac_lsi":
@@ -1088,6 +1162,8 @@ def baselines(
         elif method == "random":
             rng = np.random.default_rng(seed)
             out[method] = rng.standard_normal((adata.n_obs, n_comps)).astype(np.float32)
+        release(i)
+    out = {method: out[method] for method in methods}  # the order asked for
     if not inplace:
         return out
     keys = {}

@@ -215,3 +215,31 @@ def test_split_needs_feature_types():
     a = ad.AnnData(sp.random(60, 20, density=0.3, format="csr"))
     with pytest.raises(MultiomeError, match="feature_types"):
         split_modalities(a)
+
+
+def test_in_place_transforms_equal_the_copying_ones_and_leave_inputs_alone(mdata, monkeypatch):
+    from mmae_utils import _utils
+    from mmae_utils.data import binarize, log_normalize
+
+    counts = mdata.layers["counts"].tocsr().astype(np.float32)
+    counts.data[::7] = 0  # explicit zeros must disappear from the results
+    before = counts.copy()
+    # tiny row blocks, so that the block-wise code paths really run block by block
+    real_blocks = _utils.row_blocks
+    monkeypatch.setattr(_utils, "row_blocks", lambda x, max_nnz=0: real_blocks(x, 50))
+    expected = np.log1p(
+        before.toarray() / np.maximum(before.toarray().sum(1, keepdims=True), 1e-30) * 1e4
+    )
+    copied = log_normalize(counts)
+    assert (counts != before).nnz == 0  # copy=True leaves the input alone
+    np.testing.assert_allclose(copied.toarray(), expected, rtol=1e-5, atol=1e-5)
+    assert copied.nnz == (before.toarray() != 0).sum()
+    owned = counts.copy()
+    in_place = log_normalize(owned, copy=False)
+    assert in_place is owned and (in_place != copied).nnz == 0
+    b = binarize(counts)
+    assert (counts != before).nnz == 0
+    assert set(np.unique(b.data)) == {1.0} and b.nnz == (before.toarray() != 0).sum()
+    owned = counts.copy()
+    b2 = binarize(owned, copy=False)
+    assert b2 is owned and (b2 != b).nnz == 0

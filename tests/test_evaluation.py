@@ -514,3 +514,38 @@ def test_evaluate_above_10k_cells():
     dist = adata.obsp[f"{ev.neighbors_key('X_emb')}_distances"]
     assert dist.shape == (n, n)
     assert (np.diff(sp.csr_matrix(dist).indptr) >= 14).all()  # k - 1 neighbours (or more)
+
+
+def test_truncated_svd_equals_sklearn_without_copying_the_input():
+    from sklearn.decomposition import PCA, TruncatedSVD
+
+    rng = np.random.default_rng(0)
+    x = sp.random(300, 40, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    x.data = rng.poisson(2, x.nnz).astype(np.float32) + 1
+    scores, comps, _ = ev._truncated_svd(x, 5, seed=0)
+    ref = TruncatedSVD(5, algorithm="arpack", random_state=0).fit(x)
+    ref_scores = ref.transform(x)
+    for j in range(5):
+        sign = np.sign(comps[j] @ ref.components_[j])
+        np.testing.assert_allclose(scores[:, j], sign * ref_scores[:, j], rtol=1e-3, atol=1e-3)
+        # signs fixed: the largest absolute loading is positive
+        assert comps[j][np.argmax(np.abs(comps[j]))] > 0
+    # implicit centring gives PCA
+    scores, comps, mean = ev._truncated_svd(x, 4, seed=0, center=True)
+    pca = PCA(4, svd_solver="full").fit(x.toarray().astype(np.float64))
+    np.testing.assert_allclose(mean, pca.mean_, rtol=1e-5)
+    for j in range(4):
+        assert abs(np.corrcoef(scores[:, j], pca.transform(x.toarray())[:, j])[0, 1]) > 0.9999
+
+
+def test_baselines_free_copies_early_but_give_the_same_embeddings(small_mdata):
+    adata = small_mdata.copy()
+    counts_before = adata.layers["counts"].copy()
+    together = ev.baselines(adata, n_comps=6, seed=0, inplace=False)
+    assert list(together) == list(ev.BASELINES)  # the order asked for
+    for method in ev.BASELINES:
+        alone = ev.baselines(adata, n_comps=6, methods=[method], seed=0, inplace=False)
+        np.testing.assert_allclose(alone[method], together[method], rtol=1e-5, atol=1e-5)
+    reverse = ev.baselines(adata, n_comps=6, methods=ev.BASELINES[::-1], seed=0, inplace=False)
+    assert list(reverse) == list(ev.BASELINES[::-1])
+    assert (adata.layers["counts"] != counts_before).nnz == 0  # input never modified
