@@ -237,8 +237,11 @@ def architecture(model, *, save: str | os.PathLike | None = None):
         )
 
     hid = " > ".join(str(h) for h in hidden) or "none"
-    box(0.1, 3.6, 1.6, 1.0, f"GEX input\n{model.gex_dim:,} genes", "#cde")
-    box(0.1, 1.2, 1.6, 1.0, f"ATAC input\n{model.atac_dim:,} peaks", "#edc")
+    k = cfg.get("n_components", 100)
+    gex_how = {"svd": f"\n-> {k} PCs", "standardize": "\nz-scored"}.get(cfg.get("gex_input"), "")
+    atac_how = {"svd": f"\n-> {k} LSI comps", "tfidf": "\nTF-IDF"}.get(cfg.get("atac_input"), "")
+    box(0.1, 3.6, 1.6, 1.0, f"GEX input\n{model.gex_dim:,} genes{gex_how}", "#cde")
+    box(0.1, 1.2, 1.6, 1.0, f"ATAC input\n{model.atac_dim:,} peaks{atac_how}", "#edc")
     box(2.2, 3.6, 1.8, 1.0, f"GEX encoder\nDense {hid}", "#cde")
     box(2.2, 1.2, 1.8, 1.0, f"ATAC encoder\nDense {hid}", "#edc")
     box(4.6, 3.1, 1.4, 0.9, f"z_gex ({g_lat})", "#cde")

@@ -57,10 +57,12 @@ __all__ = [
     "COMPETITION_RESOLUTIONS",
     "MAX_DIMS",
     "METRICS",
+    "aggregate_seeds",
     "baselines",
     "evaluate",
     "neighbors_key",
     "optimal_clustering",
+    "seed_difference",
     "silhouette_samples",
     "tfidf",
 ]
@@ -955,6 +957,40 @@ def _truncated_svd(x, n_comps: int, seed: int, *, center: bool = False):
     return (u * s) * signs, vt * signs[:, None], mean
 
 
+def _gram_svd(x, n_comps: int, *, center: bool = False, block: int = 4096):
+    """Top ``n_comps`` singular triplets from the features x features Gram matrix.
+
+    For many components of a tall matrix (e.g. 100 of 69k cells x 5,000 peaks) this is far
+    faster than ARPACK: the Gram matrix is summed over dense row blocks with BLAS (memory:
+    one block plus features^2 float64), then ``eigh`` keeps the top eigenpairs. Exact up
+    to round-off (``sqrt`` of the eigenvalues loses precision for singular values below
+    about 1e-8 of the largest, far below the components anyone keeps). Same signs and
+    outputs as :func:`_truncated_svd`.
+    """
+    import scipy.linalg
+
+    x = to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
+    n, f = x.shape
+    mean = (
+        (column_sums(x) if sp.issparse(x) else x.sum(axis=0, dtype=np.float64)) / n
+        if center
+        else np.zeros(f)
+    )
+    gram = np.zeros((f, f))
+    for start in range(0, n, block):
+        b = x[start : start + block]
+        b = b.toarray() if sp.issparse(b) else np.asarray(b)
+        gram += b.T @ b
+    if center:
+        gram -= n * np.outer(mean, mean)
+    w, v = scipy.linalg.eigh(gram, subset_by_index=[f - n_comps, f - 1])
+    vt = v[:, ::-1].T
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+    vt = vt * np.where(signs == 0, 1, signs)[:, None]
+    scores = np.asarray(x @ vt.T) - (mean @ vt.T if center else 0.0)
+    return scores, vt, mean
+
+
 def _pca(x, n_comps: int, seed: int, what: str) -> np.ndarray:
     """Zero-centred PCA scores (implicitly centred for sparse input), float32."""
     import scanpy as sc
@@ -1171,3 +1207,86 @@ def baselines(
         keys[method] = f"X_{method}"
         adata.obsm[keys[method]] = x
     return keys
+
+
+# --------------------------------------------------------------------------------------
+# Several seeds
+# --------------------------------------------------------------------------------------
+
+_SCORE_COLUMNS = tuple(c for c in COLUMNS if c != "n_metrics")
+
+
+def _per_seed(table: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(table.index, pd.MultiIndex) or list(table.index.names) != [
+        "seed",
+        "method",
+    ]:
+        raise ValueError(
+            "Expected a table indexed by (seed, method), as returned by "
+            "mmae_utils.report.replicate (or pd.concat({seed: evaluate(...)}, "
+            "names=['seed', 'method']))."
+        )
+    return table
+
+
+def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every score of every method.
+
+    Parameters
+    ----------
+    table
+        Scores indexed by ``(seed, method)`` (see :func:`mmae_utils.report.replicate`).
+
+    Returns
+    -------
+    ``pandas.DataFrame`` indexed by method (in the order of the first seed) with columns
+    ``(score, "mean")``, ``(score, "sd")`` (sample standard deviation, NaN with one seed)
+    for the scores of :data:`COLUMNS`, and ``("n_seeds", "")``.
+    """
+    table = _per_seed(table)
+    cols = [c for c in _SCORE_COLUMNS if c in table]
+    grouped = table[cols].groupby(level="method", sort=False)
+    mean, sd = grouped.mean(), grouped.std(ddof=1)
+    out = pd.concat({"mean": mean, "sd": sd}, axis=1).swaplevel(axis=1)
+    out = out[[(c, stat) for c in cols for stat in ("mean", "sd")]]
+    out[("n_seeds", "")] = grouped.size()
+    return out
+
+
+def seed_difference(
+    table: pd.DataFrame, *, method: str = "mmae", reference: str = "pca_concat"
+) -> pd.DataFrame:
+    """``method`` minus ``reference``, paired by seed: mean and spread of the difference.
+
+    Parameters
+    ----------
+    table
+        Scores indexed by ``(seed, method)``.
+    method, reference
+        The two methods to compare (both must be scored for every seed used).
+
+    Returns
+    -------
+    ``pandas.DataFrame`` indexed by score (:data:`COLUMNS` without ``n_metrics``) with
+    columns ``mean``, ``sd`` (sample standard deviation over seeds, NaN with one seed),
+    ``min``, ``max`` and ``n_seeds``.
+    """
+    table = _per_seed(table)
+    methods = table.index.get_level_values("method")
+    for name in (method, reference):
+        if name not in set(methods):
+            raise KeyError(f"{name!r} is not in the table (methods: {sorted(set(methods))}).")
+    cols = [c for c in _SCORE_COLUMNS if c in table]
+    a = table.xs(method, level="method")[cols]
+    b = table.xs(reference, level="method")[cols]
+    seeds = a.index.intersection(b.index)
+    diff = a.loc[seeds] - b.loc[seeds]
+    return pd.DataFrame(
+        {
+            "mean": diff.mean(),
+            "sd": diff.std(ddof=1),
+            "min": diff.min(),
+            "max": diff.max(),
+            "n_seeds": len(seeds),
+        }
+    )

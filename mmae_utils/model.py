@@ -40,30 +40,59 @@ from keras import ops
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "DEFAULT_PRESET",
+    "InputTransform",
+    "PRESETS",
     "ModalityDropout",
     "MultiModalAutoencoder",
     "build_model",
 ]
 
-#: Options of :func:`build_model` and their defaults (the original notebook's
-#: architecture with its defects fixed).
-DEFAULT_CONFIG: dict = {
-    "latent_dim": 20,
-    "hidden": (250,),
-    "gex_latent_dim": None,
-    "decoders": "joint",
-    "activation": "relu",
-    "latent_activation": None,
-    "dropout": 0.0,
-    "batch_norm": False,
-    "latent_dropout": 0.0,
-    "latent_batch_norm": False,
-    "modality_dropout": 0.0,
-    "gex_loss_weight": 0.5,
-    "atac_loss_weight": 0.5,
-    "seed": 0,
+#: Named configurations of :func:`build_model` (``preset=...``). ``"seed"`` is the
+#: original notebook's architecture with its defects fixed: the network sees the
+#: log-normalised genes and binarised peaks themselves (MSE / BCE). ``"jae"`` feeds it
+#: per-modality SVD components instead (GEX PCA + ATAC LSI, 100 each, both under MSE, as
+#: the JAE model of the NeurIPS 2021 competition), with batch normalisation and the two
+#: halves of the embedding scaled to equal total variance. See ``benchmarks/ablation.md``.
+PRESETS: dict[str, dict] = {
+    "seed": {
+        "latent_dim": 20,
+        "hidden": (250,),
+        "gex_latent_dim": None,
+        "decoders": "joint",
+        "activation": "relu",
+        "latent_activation": None,
+        "dropout": 0.0,
+        "batch_norm": False,
+        "latent_dropout": 0.0,
+        "latent_batch_norm": False,
+        "modality_dropout": 0.0,
+        "gex_loss_weight": 0.5,
+        "atac_loss_weight": 0.5,
+        "gex_input": "log",
+        "atac_input": "binary",
+        "n_components": 100,
+        "latent_scaling": "none",
+        "seed": 0,
+    },
+}
+PRESETS["jae"] = {
+    **PRESETS["seed"],
+    "gex_input": "svd",
+    "atac_input": "svd",
+    "batch_norm": True,
+    "latent_scaling": "block",
 }
 
+#: The preset :func:`build_model` starts from when none is named.
+DEFAULT_PRESET = "jae"
+
+#: Options of :func:`build_model` and their defaults (:data:`DEFAULT_PRESET`).
+DEFAULT_CONFIG: dict = dict(PRESETS[DEFAULT_PRESET])
+
+_GEX_INPUTS = ("log", "standardize", "svd")
+_ATAC_INPUTS = ("binary", "tfidf", "svd")
+_LATENT_SCALINGS = ("none", "block")
 _DECODERS = ("joint", "own")
 MODALITIES = ("gex", "atac")
 
@@ -154,6 +183,278 @@ class ModalityDropout(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmae")
+class InputTransform(keras.layers.Layer):
+    """Fixed transformation of one modality's input, fitted once on data (not trained).
+
+    The network can see a modality as it comes (``"log"`` GEX, ``"binary"`` ATAC: the
+    identity) or transformed by statistics of the training cells, held as non-trainable
+    weights and saved with the model:
+
+    - GEX ``"standardize"``: per-gene z-scores of the log-normalised values, clipped at
+      ``clip`` (scanpy's ``pp.scale(max_value=10)``).
+    - ATAC ``"tfidf"``: Signac's TF-IDF of the binarised peaks,
+      ``log1p(x / cell total * idf * 1e4)`` (:func:`mmae_utils.evaluation.tfidf`), with
+      the inverse document frequencies of the training cells.
+    - ``"svd"``: the first ``n_components`` principal components: for GEX a centred PCA
+      of the log-normalised values, for ATAC an LSI (TF-IDF, truncated SVD with one extra
+      component, the first dropped because it tracks depth), each block divided by its
+      total standard deviation so both modalities weigh the same. The JAE model of the
+      NeurIPS 2021 competition fed such components to its autoencoder.
+
+    Parameters
+    ----------
+    modality
+        ``"gex"`` or ``"atac"``.
+    mode
+        One of ``"log"``, ``"standardize"``, ``"svd"`` (GEX) or ``"binary"``, ``"tfidf"``,
+        ``"svd"`` (ATAC).
+    n_features
+        Input features of the modality.
+    n_components
+        Components kept by ``"svd"``.
+    clip
+        Clipping of the z-scores of ``"standardize"``.
+    """
+
+    def __init__(
+        self,
+        modality: str = "gex",
+        mode: str = "log",
+        n_features: int = 1,
+        n_components: int = 100,
+        clip: float = 10.0,
+        **kwargs,
+    ):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
+        modes = _GEX_INPUTS if modality == "gex" else _ATAC_INPUTS
+        if mode not in modes:
+            raise ValueError(f"{modality}_input must be one of {modes}, got {mode!r}.")
+        self.modality = modality
+        self.mode = mode
+        self.n_features = _check_int("n_features", n_features)
+        self.n_components = _check_int("n_components", n_components)
+        if mode == "svd" and self.n_components >= self.n_features:
+            raise ValueError(
+                f"{modality}_input='svd' needs n_components < the {self.n_features} "
+                f"{modality.upper()} features, got n_components={self.n_components}."
+            )
+        self.clip = float(clip)
+        f, k = self.n_features, self.n_components
+        shapes = {
+            "standardize": {"mean": (f,), "inv_sd": (f,)},
+            "tfidf": {"idf": (f,)},
+            "svd": (
+                {"mean": (f,), "loadings": (f, k), "inv_scale": (1,)}
+                if modality == "gex"
+                else {"idf": (f,), "loadings": (f, k), "center": (k,), "inv_scale": (1,)}
+            ),
+        }.get(mode, {})
+        self._stats = {}
+        for name, shape in shapes.items():
+            self._stats[name] = self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name=name
+            )
+        self.fitted_flag = (
+            None
+            if self.identity
+            else self.add_weight(shape=(), initializer="zeros", trainable=False, name="fitted")
+        )
+
+    @property
+    def identity(self) -> bool:
+        """Whether the input is passed on unchanged (``"log"`` / ``"binary"``)."""
+        return self.mode in ("log", "binary")
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the statistics have been computed (always true for the identity)."""
+        if self.fitted_flag is None:
+            return True
+        return bool(float(keras.ops.convert_to_numpy(self.fitted_flag)) > 0)
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_components if self.mode == "svd" else self.n_features
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_dim)
+
+    def _tfidf(self, x):
+        total = ops.sum(x, axis=-1, keepdims=True)
+        x = x / ops.maximum(total, 1e-12)
+        return ops.log1p(x * (self._stats["idf"] * 1e4))
+
+    def call(self, x):
+        if self.mode == "standardize":
+            z = (x - self._stats["mean"]) * self._stats["inv_sd"]
+            return ops.clip(z, -self.clip, self.clip)
+        if self.mode == "tfidf":
+            return self._tfidf(x)
+        if self.mode == "svd":
+            if self.modality == "gex":
+                scores = ops.matmul(x - self._stats["mean"], self._stats["loadings"])
+            else:
+                scores = ops.matmul(self._tfidf(x), self._stats["loadings"])
+                scores = scores - self._stats["center"]
+            return scores * self._stats["inv_scale"]
+        return x
+
+    def fit(self, x, *, seed: int | None = 0) -> InputTransform:
+        """Compute the statistics from ``x`` (cells x features, CSR or dense float32).
+
+        ``x`` is the model input of the modality (log-normalised GEX or binarised ATAC);
+        it is not modified. Returns ``self``.
+        """
+        import scipy.sparse as sp
+
+        from ._utils import column_sums, to_csr
+
+        if self.identity:
+            return self
+        x = to_csr(x) if sp.issparse(x) else sp.csr_matrix(np.asarray(x, dtype=np.float32))
+        n = x.shape[0]
+        if x.shape[1] != self.n_features:
+            raise ValueError(
+                f"{self.modality.upper()} transform expects {self.n_features} features, "
+                f"got {x.shape[1]}."
+            )
+        if self.mode == "svd" and self.n_components + 1 >= n:
+            raise ValueError(
+                f"{self.modality}_input='svd' with n_components={self.n_components} needs more "
+                f"than {self.n_components + 1} cells, got {n}; lower n_components."
+            )
+        values: dict[str, np.ndarray] = {}
+        if self.mode == "standardize":
+            mean = column_sums(x) / n
+            var = np.maximum(column_sums(x, squares=True) / n - mean**2, 0.0)
+            var *= n / max(n - 1, 1)  # scanpy's pp.scale: unbiased variance
+            sd = np.sqrt(var)
+            values["mean"] = mean
+            values["inv_sd"] = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
+        elif self.modality == "atac" and self.mode in ("tfidf", "svd"):
+            peak_tot = column_sums(x)
+            values["idf"] = np.divide(n, peak_tot, out=np.zeros_like(peak_tot), where=peak_tot > 0)
+        if self.mode == "svd":
+            values.update(self._fit_svd(x, values, seed))
+        for name, value in values.items():
+            self._stats[name].assign(
+                np.asarray(value, dtype=np.float32).reshape(self._stats[name].shape)
+            )
+        self.fitted_flag.assign(1.0)
+        return self
+
+    def _fit_svd(self, x, values, seed) -> dict[str, np.ndarray]:
+        import scipy.sparse as sp
+
+        from .evaluation import _gram_svd, _tfidf_inplace
+
+        k = self.n_components
+        if self.modality == "gex":  # PCA: implicitly centred SVD, no copy of x
+            scores, comp, mean = _gram_svd(x, k, center=True)
+            total_sd = float(np.sqrt(np.var(scores, axis=0, ddof=1).sum()))
+            return {
+                "mean": mean,
+                "loadings": comp.T,
+                "inv_scale": 1.0 / total_sd if total_sd > 0 else 1.0,
+            }
+        # LSI: TF-IDF on a copy of the data array only, one extra component, first dropped
+        t = _tfidf_inplace(
+            sp.csr_matrix((x.data.astype(np.float32, copy=True), x.indices, x.indptr), x.shape),
+            drop_zeros=False,
+        )
+        scores, comp, _ = _gram_svd(t, k + 1)
+        del t
+        scores, comp = scores[:, 1:], comp[1:]
+        center = scores.mean(axis=0)
+        total_sd = float(np.sqrt(np.var(scores, axis=0).sum()))
+        return {
+            "loadings": comp.T,
+            "center": center,
+            "inv_scale": 1.0 / total_sd if total_sd > 0 else 1.0,
+        }
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Map transformed values back to the input's scale, as far as the mode allows.
+
+        GEX: log-normalised values (exactly for ``"standardize"`` within the clip,
+        through the kept components for ``"svd"``). ATAC ``"tfidf"`` / ``"svd"``: TF-IDF
+        values (LSI components back-projected), not probabilities.
+        """
+        y = np.asarray(y, dtype=np.float32)
+        stat = {k: keras.ops.convert_to_numpy(v) for k, v in self._stats.items()}
+        if self.mode == "standardize":
+            sd = np.divide(
+                1.0, stat["inv_sd"], out=np.zeros_like(stat["inv_sd"]), where=stat["inv_sd"] > 0
+            )
+            return y * sd + stat["mean"]
+        if self.mode == "svd":
+            scores = y / stat["inv_scale"]
+            if self.modality == "gex":
+                return scores @ stat["loadings"].T + stat["mean"]
+            return (scores + stat["center"]) @ stat["loadings"].T
+        return y
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "modality": self.modality,
+            "mode": self.mode,
+            "n_features": self.n_features,
+            "n_components": self.n_components,
+            "clip": self.clip,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mmae")
+class BlockScale(keras.layers.Layer):
+    """Scale the GEX and ATAC halves of the embedding to equal total variance.
+
+    Two non-trainable factors, computed after training from the training cells' codes
+    (:meth:`fit`), so the embedding of any cells is the same fixed linear map of their
+    code. The decoders read the unscaled code; only the embedding is scaled. Distances
+    then weigh both modalities the same, as in ``pca_concat``.
+    """
+
+    def __init__(self, gex_latent_dim: int = 1, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.gex_latent_dim = _check_int("gex_latent_dim", gex_latent_dim)
+        self.factors = self.add_weight(
+            shape=(2,), initializer="ones", trainable=False, name="factors"
+        )
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def fit(self, z: np.ndarray) -> BlockScale:
+        """Set the factors from codes ``z`` (cells x latent_dim). Returns ``self``."""
+        z = np.asarray(z, dtype=np.float64)
+        k = self.gex_latent_dim
+        factors = []
+        for block in (z[:, :k], z[:, k:]):
+            total = float(np.sqrt(np.var(block, axis=0).sum()))
+            factors.append(1.0 / total if total > 0 else 1.0)
+        self.factors.assign(np.asarray(factors, dtype=np.float32))
+        return self
+
+    def call(self, z):
+        k = self.gex_latent_dim
+        return ops.concatenate([z[:, :k] * self.factors[0], z[:, k:] * self.factors[1]], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "gex_latent_dim": self.gex_latent_dim}
+
+
+@keras.saving.register_keras_serializable(package="mmae")
 class MultiModalAutoencoder(keras.Model):
     """Multi-modal autoencoder: modality encoders -> one joint code -> both decoders.
 
@@ -191,6 +492,10 @@ class MultiModalAutoencoder(keras.Model):
         modality_dropout: float = 0.0,
         gex_loss_weight: float = 0.5,
         atac_loss_weight: float = 0.5,
+        gex_input: str = "log",
+        atac_input: str = "binary",
+        n_components: int = 100,
+        latent_scaling: str = "none",
         seed: int | None = 0,
         gex_features: Sequence[str] | None = None,
         atac_features: Sequence[str] | None = None,
@@ -240,6 +545,19 @@ class MultiModalAutoencoder(keras.Model):
             raise ValueError("gex_loss_weight and atac_loss_weight cannot both be 0.")
         self.gex_loss_weight = float(gex_loss_weight)
         self.atac_loss_weight = float(atac_loss_weight)
+        if latent_scaling not in _LATENT_SCALINGS:
+            raise ValueError(
+                f"latent_scaling must be one of {_LATENT_SCALINGS}, got {latent_scaling!r}."
+            )
+        self.latent_scaling = latent_scaling
+        self.gex_transform = InputTransform(
+            "gex", gex_input, self.gex_dim, n_components, name="gex_transform"
+        )
+        self.atac_transform = InputTransform(
+            "atac", atac_input, self.atac_dim, n_components, name="atac_transform"
+        )
+        self.gex_input, self.atac_input = gex_input, atac_input
+        self.n_components = self.gex_transform.n_components
         if seed is not None:
             seed = _check_int("seed", seed, minimum=0)
         self.seed = seed
@@ -269,8 +587,13 @@ class MultiModalAutoencoder(keras.Model):
             else None
         )
         rev = tuple(reversed(self.hidden))
-        self.gex_decoder = self._stack("gex_decoder", rev, self.gex_dim, seeds)
-        self.atac_decoder = self._stack("atac_decoder", rev, self.atac_dim, seeds)
+        self.gex_decoder = self._stack("gex_decoder", rev, self.gex_transform.output_dim, seeds)
+        self.atac_decoder = self._stack("atac_decoder", rev, self.atac_transform.output_dim, seeds)
+        self.block_scale = (
+            BlockScale(self.gex_latent_dim, name="block_scale")
+            if self.latent_scaling == "block"
+            else None
+        )
         self._build_all()
         self.gex_loss_tracker = keras.metrics.Mean(name="gex_loss")
         self.atac_loss_tracker = keras.metrics.Mean(name="atac_loss")
@@ -314,9 +637,14 @@ class MultiModalAutoencoder(keras.Model):
         return shape[-1]
 
     def _build_all(self):
-        self.modality_dropout_layer.build((None, self.gex_dim), (None, self.atac_dim))
-        self._build_stack(self.gex_encoder, self.gex_dim)
-        self._build_stack(self.atac_encoder, self.atac_dim)
+        self.gex_transform.build((None, self.gex_dim))
+        self.atac_transform.build((None, self.atac_dim))
+        if self.block_scale is not None:
+            self.block_scale.build((None, self.latent_dim))
+        gex_in, atac_in = self.gex_transform.output_dim, self.atac_transform.output_dim
+        self.modality_dropout_layer.build((None, gex_in), (None, atac_in))
+        self._build_stack(self.gex_encoder, gex_in)
+        self._build_stack(self.atac_encoder, atac_in)
         self._build_stack(self.latent_layers, self.latent_dim)
         gex_in = self.latent_dim if self.decoders == "joint" else self.gex_latent_dim
         atac_in = self.latent_dim if self.decoders == "joint" else self.atac_latent_dim
@@ -332,6 +660,11 @@ class MultiModalAutoencoder(keras.Model):
 
     def build_from_config(self, config):  # noqa: D102 - built in __init__ from the config
         return None
+
+    @property
+    def transforms_fitted(self) -> bool:
+        """Whether both input transforms have their statistics (see :class:`InputTransform`)."""
+        return self.gex_transform.fitted and self.atac_transform.fitted
 
     # ------------------------------------------------------------------ features
     @property
@@ -383,17 +716,46 @@ class MultiModalAutoencoder(keras.Model):
             )
         return inputs["gex"], inputs["atac"]
 
-    def encode(self, inputs, training=False):
-        """Joint code ``z`` (cells x latent_dim): GEX part first, then ATAC part."""
+    def transform(self, inputs) -> dict:
+        """``{"gex": ..., "atac": ...}`` as the network sees them (and reconstructs them).
+
+        The identity for ``gex_input="log"`` / ``atac_input="binary"``; see
+        :class:`InputTransform` for the others.
+        """
         gex, atac = self._unpack(inputs)
+        return {"gex": self.gex_transform(gex), "atac": self.atac_transform(atac)}
+
+    def encode(self, inputs, training=False, missing: str | None = None):
+        """Joint code ``z`` (cells x latent_dim): GEX part first, then ATAC part.
+
+        ``missing="gex"`` or ``"atac"`` zeroes that modality after its input transform
+        (what ``modality_dropout`` trains for), to encode from the other one alone.
+        """
+        t = self.transform(inputs)
+        gex, atac = t["gex"], t["atac"]
+        if missing == "gex":
+            gex = ops.zeros_like(gex)
+        elif missing == "atac":
+            atac = ops.zeros_like(atac)
+        elif missing is not None:
+            raise ValueError(f'missing must be None, "gex" or "atac", got {missing!r}.')
         gex, atac = self.modality_dropout_layer(gex, atac, training=training)
         z_gex = self._run(self.gex_encoder, gex, training)
         z_atac = self._run(self.atac_encoder, atac, training)
         z = ops.concatenate([z_gex, z_atac], axis=-1)
         return self._run(self.latent_layers, z, training)
 
+    def embedding(self, inputs, missing: str | None = None):
+        """The cells' embedding: the joint code (inference mode), block-scaled when
+        ``latent_scaling="block"`` (see :class:`BlockScale`)."""
+        z = self.encode(inputs, training=False, missing=missing)
+        return z if self.block_scale is None else self.block_scale(z)
+
     def decode(self, z, training=False):
-        """``{"gex": log-normalised values, "atac": logits}`` from the joint code ``z``."""
+        """Reconstructions from the joint code ``z``, in the space of :meth:`transform`.
+
+        ``{"gex": log-normalised values, "atac": logits}`` with the default inputs.
+        """
         if self.latent_dropout_layer is not None:
             z = self.latent_dropout_layer(z, training=training)
         if self.decoders == "joint":
@@ -413,32 +775,42 @@ class MultiModalAutoencoder(keras.Model):
         gex, _ = self._unpack(inputs)
         n = gex.shape[0]
         return {
-            "gex": keras.KerasTensor((n, self.gex_dim), dtype=self.compute_dtype),
-            "atac": keras.KerasTensor((n, self.atac_dim), dtype=self.compute_dtype),
+            "gex": keras.KerasTensor((n, self.gex_transform.output_dim), dtype=self.compute_dtype),
+            "atac": keras.KerasTensor(
+                (n, self.atac_transform.output_dim), dtype=self.compute_dtype
+            ),
         }
 
     # ------------------------------------------------------------------ training
     def per_cell_losses(self, y, y_pred):
-        """Per-cell GEX mean squared error and ATAC binary cross-entropy (from logits).
+        """Per-cell reconstruction losses, each the mean over the modality's outputs.
+
+        GEX: mean squared error. ATAC: binary cross-entropy on logits for
+        ``atac_input="binary"``, mean squared error otherwise. Targets are the inputs
+        passed through :meth:`transform`.
 
         Parameters
         ----------
         y
-            Targets ``{"gex": log-normalised values, "atac": 0/1}`` (cells x features).
+            Targets: the model inputs ``{"gex": log-normalised values, "atac": 0/1}``
+            (cells x features).
         y_pred
-            Model outputs ``{"gex": reconstruction, "atac": logits}``.
+            Model outputs (see :meth:`decode`).
 
         Returns
         -------
-        ``(gex_loss, atac_loss)``: two tensors of shape (cells,), each the mean over the
-        modality's features.
+        ``(gex_loss, atac_loss)``: two tensors of shape (cells,).
         """
         gex_t = ops.convert_to_tensor(y["gex"], dtype=y_pred["gex"].dtype)
         atac_t = ops.convert_to_tensor(y["atac"], dtype=y_pred["atac"].dtype)
-        gex_loss = ops.mean(ops.square(y_pred["gex"] - gex_t), axis=-1)
-        atac_loss = ops.mean(
-            ops.binary_crossentropy(atac_t, y_pred["atac"], from_logits=True), axis=-1
-        )
+        t = self.transform({"gex": gex_t, "atac": atac_t})
+        gex_loss = ops.mean(ops.square(y_pred["gex"] - t["gex"]), axis=-1)
+        if self.atac_input == "binary":
+            atac_loss = ops.mean(
+                ops.binary_crossentropy(t["atac"], y_pred["atac"], from_logits=True), axis=-1
+            )
+        else:
+            atac_loss = ops.mean(ops.square(y_pred["atac"] - t["atac"]), axis=-1)
         return gex_loss, atac_loss
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -524,6 +896,10 @@ class MultiModalAutoencoder(keras.Model):
             "modality_dropout": self.modality_dropout,
             "gex_loss_weight": self.gex_loss_weight,
             "atac_loss_weight": self.atac_loss_weight,
+            "gex_input": self.gex_input,
+            "atac_input": self.atac_input,
+            "n_components": self.n_components,
+            "latent_scaling": self.latent_scaling,
             "seed": self.seed,
         }
 
@@ -550,6 +926,7 @@ def build_model(
     gex_dim: int,
     atac_dim: int,
     *,
+    preset: str | None = None,
     learning_rate: float = 1e-3,
     compile: bool = True,
     **config,
@@ -560,6 +937,12 @@ def build_model(
     ----------
     gex_dim, atac_dim
         Number of GEX and ATAC input features (e.g. 2,500 genes and 5,000 peaks).
+    preset
+        Named configuration to start from (:data:`PRESETS`); options given in
+        ``**config`` override it. ``None`` uses :data:`DEFAULT_PRESET` (``"jae"``).
+        ``"seed"`` is the original notebook's model (the before of the tutorial's
+        before-and-after); ``"jae"`` is the configuration chosen by the ablation in
+        ``benchmarks/ablation.md``.
     learning_rate
         Learning rate of the Adam optimizer the model is compiled with.
         :func:`mmae_utils.training.train` recompiles with its own ``learning_rate``.
@@ -567,8 +950,9 @@ def build_model(
         Compile the model with Adam (the losses, MSE for GEX and BCE from logits for
         ATAC with their weights, are part of the model: ``model.compute_loss``).
     **config
-        Architecture options; unknown names raise a ``TypeError``. Defaults are in
-        :data:`DEFAULT_CONFIG`:
+        Architecture options; unknown names raise a ``TypeError``. Defaults are those of
+        the preset (:data:`DEFAULT_CONFIG` for the default one; values below are the
+        ``"seed"`` preset's, ``"jae"`` differs as noted):
 
         ``latent_dim`` (20)
             Size of the joint code.
@@ -585,7 +969,7 @@ def build_model(
             Activation of the hidden layers.
         ``latent_activation`` (None)
             Activation of the joint code (None: linear).
-        ``dropout`` (0.0), ``batch_norm`` (False)
+        ``dropout`` (0.0), ``batch_norm`` (False; ``"jae"``: True)
             Dropout rate and batch normalisation after each hidden layer.
         ``latent_dropout`` (0.0), ``latent_batch_norm`` (False)
             The same on the joint code (dropout is applied where the decoders read it;
@@ -595,7 +979,22 @@ def build_model(
             the two, at random) is zeroed, so the code also works from a single modality
             (Ngiam et al.). Active only during training; seeded.
         ``gex_loss_weight`` (0.5), ``atac_loss_weight`` (0.5)
-            Weights of the GEX MSE and the ATAC BCE in the total loss.
+            Weights of the GEX and ATAC losses in the total loss (each loss is a mean
+            over its features, so 2,500 genes and 5,000 peaks weigh as the weights say).
+        ``gex_input`` ("log"; ``"jae"``: "svd")
+            What the network sees of GEX: ``"log"`` the log-normalised values,
+            ``"standardize"`` per-gene z-scores (clipped at 10), ``"svd"`` the first
+            ``n_components`` principal components (see :class:`InputTransform`). The
+            GEX loss is the MSE in that space.
+        ``atac_input`` ("binary"; ``"jae"``: "svd")
+            ATAC: ``"binary"`` accessible or not, under binary cross-entropy on logits;
+            ``"tfidf"`` TF-IDF values or ``"svd"`` LSI components, under MSE.
+        ``n_components`` (100)
+            Components per modality for the ``"svd"`` inputs. Transforms are fitted on
+            the cells of the first :func:`~mmae_utils.training.train` call.
+        ``latent_scaling`` ("none"; ``"jae"``: "block")
+            ``"block"``: the embedding's GEX and ATAC halves are scaled to the same
+            total variance (factors fixed after training, see :class:`BlockScale`).
         ``seed`` (0)
             Seed of the weight initialisation and of the dropout masks (None: Keras'
             global seed).
@@ -612,6 +1011,9 @@ def build_model(
     >>> model = build_model(2500, 5000)  # the original notebook's sizes
     >>> model.gex_latent_dim, model.atac_latent_dim
     (10, 10)
+    >>> build_model(2500, 5000, preset="seed").config["gex_input"]
+    'log'
+
     """
     allowed = set(DEFAULT_CONFIG) | {"gex_features", "atac_features", "name"}
     unknown = sorted(set(config) - allowed)
@@ -619,7 +1021,12 @@ def build_model(
         raise TypeError(
             f"build_model() got unknown option(s) {unknown}; valid options: {sorted(allowed)}."
         )
-    model = MultiModalAutoencoder(gex_dim, atac_dim, **{**DEFAULT_CONFIG, **config})
+    preset = DEFAULT_PRESET if preset is None else preset
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(PRESETS)}.")
+    if isinstance(config.get("hidden"), list):
+        config["hidden"] = tuple(config["hidden"])
+    model = MultiModalAutoencoder(gex_dim, atac_dim, **{**PRESETS[preset], **config})
     if compile:
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
             raise TypeError(f"learning_rate must be a positive number, got {learning_rate!r}.")

@@ -32,6 +32,7 @@ __all__ = [
     "metrics_heatmap",
     "peak_variability",
     "qc",
+    "seed_scores",
     "umap_key",
     "umaps",
 ]
@@ -425,4 +426,70 @@ def loss_curves(history, *, log_scale: bool = False, save: str | os.PathLike | N
         if log_scale:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
+    return _save(fig, save)
+
+
+def seed_scores(
+    table: pd.DataFrame,
+    *,
+    scores: Sequence[str] = ("overall", "NMI", "ARI"),
+    highlight: Sequence[str] = ("mmae", "pca_concat"),
+    save: str | os.PathLike | None = None,
+):
+    """Scores of every method over seeds: one dot per seed, the mean ± sd beside them.
+
+    Parameters
+    ----------
+    table
+        Scores indexed by ``(seed, method)`` (:func:`mmae_utils.report.replicate`).
+    scores
+        Columns to draw, one panel each.
+    highlight
+        Methods drawn in colour (the others grey).
+    save
+        Also write the figure there (atomically).
+
+    Returns
+    -------
+    The figure, one axes per score (titled as the score); methods on the y axis, ordered
+    by their mean of the first score, best on top.
+    """
+    from .evaluation import aggregate_seeds
+
+    summary = aggregate_seeds(table)
+    missing = [s for s in scores if s not in table.columns]
+    if missing:
+        raise KeyError(f"Scores {missing} are not in the table.")
+    order = summary[(scores[0], "mean")].sort_values(ascending=True).index.tolist()
+    n_seeds = int(summary[("n_seeds", "")].max())
+    colors = dict(zip(highlight, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(
+        1,
+        len(scores),
+        figsize=(3.6 * len(scores), 0.45 * len(order) + 1.6),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    rng = np.random.default_rng(0)
+    for ax, score in zip(axes[0], scores, strict=True):
+        for y, method in enumerate(order):
+            values = table.xs(method, level="method")[score].to_numpy(dtype=float)
+            color = colors.get(method, "0.55")
+            ax.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), s=16, color=color)
+            mean, sd = summary.loc[method, (score, "mean")], summary.loc[method, (score, "sd")]
+            ax.errorbar(
+                mean,
+                y + 0.32,
+                xerr=sd if np.isfinite(sd) else None,
+                fmt="D",
+                ms=4,
+                color="black",
+                capsize=3,
+                lw=1,
+            )
+        ax.set_yticks(range(len(order)), order)
+        ax.set_title(score)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Scores over {n_seeds} seed{'s' if n_seeds != 1 else ''} (dots), mean ± sd")
     return _save(fig, save)

@@ -33,6 +33,11 @@ NOTEBOOKS: tuple[str, ...] = (
 )
 
 
+#: Parameters whose report default differs from the notebook's (the notebooks keep the
+#: quick value for interactive use and for the tests).
+REPORT_DEFAULTS: dict = {"N_SEEDS": 3}
+
+
 class ReportError(RuntimeError):
     """A notebook of the report failed; the message names the notebook and the cell."""
 
@@ -118,18 +123,29 @@ def _failed_cell(ipynb: Path) -> str:
 
 
 def verdict(
-    metrics, *, method: str = "mmae", reference: str = "pca_concat", tie: float = 0.01
+    metrics,
+    *,
+    method: str = "mmae",
+    reference: str = "pca_concat",
+    tie: float = 0.01,
+    context: bool = True,
 ) -> str:
     """A Markdown paragraph, computed from a metrics table, answering "does ``method`` beat ``reference``?".
 
     Parameters
     ----------
     metrics
-        :func:`mmae_utils.evaluation.evaluate`'s table (methods as rows).
+        :func:`mmae_utils.evaluation.evaluate`'s table (methods as rows), or the scores
+        of several seeds indexed by ``(seed, method)`` (:func:`replicate`): then means
+        are compared, with the spread over seeds of the paired differences.
     method, reference
         Rows to compare.
     tie
-        Differences of ``overall`` smaller than this are called a tie.
+        Differences of ``overall`` smaller than this (or, with several seeds, than the
+        standard deviation of the difference) are called a tie.
+    context
+        Add how both compare with each modality alone, the random floor and the
+        competition's scale (off to compare two variants of one method).
 
     Returns
     -------
@@ -137,30 +153,51 @@ def verdict(
     embeddings compare with each modality alone and with the random floor.
     """
     import numpy as np
+    import pandas as pd
 
-    from .evaluation import METRICS
+    from .evaluation import METRICS, seed_difference
 
+    per_seed = None
+    if isinstance(metrics.index, pd.MultiIndex):
+        per_seed = metrics
+        metrics = metrics.groupby(level="method", sort=False).mean(numeric_only=True)
     if method not in metrics.index or reference not in metrics.index:
         missing = [m for m in (method, reference) if m not in metrics.index]
         return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
     a, b = metrics.loc[method], metrics.loc[reference]
     diff = a["overall"] - b["overall"]
-    if abs(diff) < tie:
-        head = f"**`{method}` and `{reference}` tie overall** ({a['overall']:.3f} vs {b['overall']:.3f}, {diff:+.3f})."
+    spread, n_seeds, sd = "", 1, {}
+    if per_seed is not None:
+        d = seed_difference(per_seed, method=method, reference=reference)
+        n_seeds = int(d["n_seeds"].iloc[0])
+        if n_seeds > 1:
+            sd = d["sd"].to_dict()
+            spread = f" ± {sd['overall']:.3f} (sd over {n_seeds} seeds)"
+    scores = f"{a['overall']:.3f} vs {b['overall']:.3f}, {diff:+.3f}{spread}"
+    if n_seeds > 1:
+        scores = f"mean over {n_seeds} seeds: " + scores
+    if abs(diff) < max(tie, sd.get("overall", 0.0)):
+        head = f"**`{method}` and `{reference}` tie overall** ({scores})."
     elif diff > 0:
-        head = f"**`{method}` beats `{reference}` overall**: {a['overall']:.3f} vs {b['overall']:.3f} ({diff:+.3f})."
+        head = f"**`{method}` beats `{reference}` overall** ({scores})."
     else:
-        head = f"**`{method}` does not beat `{reference}` overall**: {a['overall']:.3f} vs {b['overall']:.3f} ({diff:+.3f})."
+        head = f"**`{method}` does not beat `{reference}` overall** ({scores})."
     cols = [
         c for c in (*METRICS, "ARI") if c in metrics and np.isfinite(a[c]) and np.isfinite(b[c])
     ]
-    won = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] > 0.005]
-    lost = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] < -0.005]
+
+    def margin(c):  # a difference within the spread over seeds is not a win or a loss
+        return max(0.005, sd.get(c, 0.0) if np.isfinite(sd.get(c, 0.0)) else 0.0)
+
+    won = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] > margin(c)]
+    lost = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] < -margin(c)]
     parts = [head]
     parts.append(
         f"It is better on {', '.join(won) if won else 'no metric'}"
         f" and worse on {', '.join(lost) if lost else 'no metric'}."
     )
+    if not context:
+        return " ".join(parts)
     alone = [m for m in ("gex_pca", "atac_lsi") if m in metrics.index]
     if alone:
         best_alone = max(alone, key=lambda m: metrics.loc[m, "overall"])
@@ -212,11 +249,13 @@ def write_summary(out: Path) -> Path | None:
             f"Data: `{params.get('DATA')}`; parameters: `{json.dumps(params, sort_keys=True)}`",
             "",
         ]
+    seeds_path = out / "metrics_seeds.csv"
+    per_seed = pd.read_csv(seeds_path, index_col=[0, 1]) if seeds_path.exists() else None
     if "overall" in numeric:
         order = numeric["overall"].sort_values(ascending=False)
-        lines += [f"**Best overall: `{order.index[0]}`** ({order.iloc[0]:.3f}).", ""]
+        lines += [f"**Best overall (seed run): `{order.index[0]}`** ({order.iloc[0]:.3f}).", ""]
         if {"mmae", "pca_concat"} <= set(df.index):
-            lines += [verdict(df), ""]
+            lines += [verdict(df if per_seed is None else per_seed), ""]
     lines.append("| metric | best method | score |")
     lines.append("|---|---|---|")
     for col in numeric.columns:
@@ -230,6 +269,156 @@ def write_summary(out: Path) -> Path | None:
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """Write a JSON-serialisable object atomically (temporary file + rename).
+
+    Returns
+    -------
+    The path written.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+#: Options that describe the network's size: kept from the run's model when another preset
+#: is trained beside it (:func:`train_like`).
+_SIZE_OPTIONS = ("latent_dim", "hidden", "gex_latent_dim", "decoders", "n_components")
+
+
+def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str | None = None):
+    """Train a model like the run's (``run_dir/model.keras`` + ``train_options.json``).
+
+    Parameters
+    ----------
+    selected
+        The selected features' counts (``selected.h5ad``).
+    run_dir
+        The run folder (written by notebooks 03-04).
+    seed
+        Seed of the model and of the training.
+    preset
+        ``None``: the run's configuration. A name of :data:`mmae_utils.model.PRESETS`
+        (e.g. ``"seed"``, the original model): that preset, with the run's sizes
+        (latent dimension, hidden layers, decoders, components).
+
+    Returns
+    -------
+    The embedding, ``np.ndarray`` of float32, cells x latent dimension.
+    """
+    from . import data, model, training
+
+    run_dir = Path(run_dir)
+    options_path = run_dir / "train_options.json"
+    if not options_path.exists():
+        raise FileNotFoundError(
+            f"{options_path} is missing: run notebook 04_training first (it records the "
+            "training options there)."
+        )
+    options = json.loads(options_path.read_text())
+    config = training.load_model(run_dir / "model.keras", compile=False).config
+    if preset is not None:
+        if preset not in model.PRESETS:
+            raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(model.PRESETS)}.")
+        config = {**model.PRESETS[preset], **{k: config[k] for k in _SIZE_OPTIONS}}
+    gex, atac = data.split_modalities(selected, copy=False)
+    mmae = model.build_model(gex.n_vars, atac.n_vars, **{**config, "seed": int(seed)})
+    training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
+    return training.embed(mmae, gex, atac)
+
+
+def replicate(
+    selected,
+    run_dir: str | os.PathLike,
+    *,
+    seeds: Sequence[int],
+    first=None,
+    presets: Mapping[str, str] | None = None,
+    baselines: Sequence[str] | None = None,
+    gex=None,
+    method: str = "mmae",
+    n_neighbors: int = 15,
+    resolution_search: str = "coarse_to_fine",
+    progress: bool = True,
+):
+    """Score the autoencoder and the baselines over several seeds.
+
+    For every seed the autoencoder is built anew with the configuration of
+    ``run_dir/model.keras`` (the seed replaced), trained with the options of
+    ``run_dir/train_options.json`` (both written by notebook 04), and embedded; the
+    baselines are recomputed with that seed; all are scored by
+    :func:`mmae_utils.evaluation.evaluate` with that seed. ``selected`` is not modified.
+
+    Parameters
+    ----------
+    selected
+        The selected features' counts (``selected.h5ad``), as for notebook 05.
+    run_dir
+        The run folder.
+    seeds
+        Seeds to score (e.g. ``range(SEED, SEED + N_SEEDS)``).
+    first
+        The scores already computed for ``seeds[0]`` (notebook 05's ``metrics``): that
+        seed is then not run again. It must contain every method asked for.
+    presets
+        Further autoencoders to train per seed, ``{name in the table: preset}`` (e.g.
+        ``{"mmae_seed": "seed"}`` for the before-and-after, see :func:`train_like`).
+    baselines
+        Baselines to recompute (default all of :data:`mmae_utils.evaluation.BASELINES`).
+    gex
+        All genes (for the cell-cycle genes), as for :func:`~mmae_utils.evaluation.evaluate`.
+    method
+        Name of the autoencoder in the table.
+    n_neighbors, resolution_search
+        Passed to :func:`~mmae_utils.evaluation.evaluate`.
+    progress
+        A progress bar over the seeds.
+
+    Returns
+    -------
+    ``pandas.DataFrame`` indexed by ``(seed, method)`` with :func:`evaluate`'s columns;
+    summarise it with :func:`mmae_utils.evaluation.aggregate_seeds` and
+    :func:`mmae_utils.evaluation.seed_difference`.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from . import evaluation
+
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers, at least one; got {seeds}.")
+    presets = dict(presets or {})
+    baselines = evaluation.BASELINES if baselines is None else tuple(baselines)
+    tables = {}
+    if first is not None:
+        missing = [m for m in (method, *presets, *baselines) if m not in first.index]
+        if missing:
+            raise ValueError(f"first has no scores for {missing}; pass them or drop first.")
+        tables[seeds[0]] = first
+    todo = [s for s in seeds if s not in tables]
+    for seed in tqdm(todo, desc="seeds", disable=not progress or not todo):
+        embeddings = {method: train_like(selected, run_dir, seed=seed)}
+        for name, preset in presets.items():
+            embeddings[name] = train_like(selected, run_dir, seed=seed, preset=preset)
+        if baselines:
+            n_comps = embeddings[method].shape[1]
+            embeddings |= evaluation.baselines(
+                selected, n_comps=n_comps, methods=baselines, seed=seed, inplace=False
+            )
+        tables[seed] = evaluation.evaluate(
+            selected,
+            embeddings,
+            gex=gex,
+            n_neighbors=n_neighbors,
+            resolution_search=resolution_search,
+            seed=seed,
+            progress=False,
+        )
+    return pd.concat({s: tables[s] for s in seeds}, names=["seed", "method"])
 
 
 def write_table(df, path: str | os.PathLike) -> Path:
@@ -266,6 +455,7 @@ def run_report(
         Report folder (created; it is also the notebooks' ``RUN_DIR``).
     params
         Notebook parameters (UPPER_CASE names, see each notebook's ``parameters`` cell).
+        :data:`REPORT_DEFAULTS` apply to those not given (3 seeds for notebook 05).
     notebooks
         Subset of :data:`NOTEBOOKS` to run (default all, in order).
     html
@@ -298,7 +488,9 @@ def run_report(
     declared = {n: notebook_parameters(src_dir / f"{n}.ipynb") for n in names}
     params = dict(params or {})
     _check_params(params, declared)
-    full = {"DATA": str(data), "RUN_DIR": str(out), **params}
+    declared_names = set().union(*(set(d) for d in declared.values()))
+    defaults = {k: v for k, v in REPORT_DEFAULTS.items() if k in declared_names}
+    full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     with atomic_path(out / "params.json") as tmp:
         tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
     for name in names:

@@ -405,6 +405,12 @@ def train(
 ) -> pd.DataFrame:
     """Train the autoencoder on paired GEX + ATAC, streaming sparse batches.
 
+    A model whose inputs are transformed (``gex_input`` / ``atac_input`` other than
+    ``"log"`` / ``"binary"``, e.g. the default ``"jae"`` preset's SVD components) gets
+    its transforms fitted on all the cells of its first ``train`` call (unsupervised, as
+    the PCA baselines are); with ``latent_scaling="block"`` the embedding's two scaling
+    factors are set from these cells' codes after training.
+
     Parameters
     ----------
     model
@@ -460,7 +466,8 @@ def train(
     :data:`HISTORY_COLUMNS`: ``loss`` (weighted total), ``gex_loss`` (GEX MSE),
     ``atac_loss`` (ATAC BCE), the same with ``val_`` on the validation cells, and
     ``seconds`` per epoch. ``attrs`` hold ``best_epoch`` (whose weights the model now
-    has, when early stopping is on), ``monitor``, ``n_train`` and ``n_val``. When AnnData
+    has, when early stopping is on), ``monitor``, ``n_train``, ``n_val`` and ``options``
+    (the training options above, to train again alike). When AnnData
     are passed and the model has no feature names yet, ``model.gex_features`` /
     ``model.atac_features`` are set to their ``var_names``.
     """
@@ -492,6 +499,15 @@ def train(
     gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, record_features=True)
     if tune_memory:
         tune_malloc()
+    if not model.transforms_fitted:
+        logger.info(
+            "fitting the input transforms (GEX %s, ATAC %s) on %d cells",
+            model.gex_input,
+            model.atac_input,
+            n_obs,
+        )
+        model.gex_transform.fit(gex, seed=seed)
+        model.atac_transform.fit(atac, seed=seed)
 
     if seed is not None:
         set_seed(seed, deterministic=deterministic)
@@ -557,6 +573,17 @@ def train(
         df.attrs["best_epoch"] = len(df)
     df.attrs["n_train"] = len(train_rows)
     df.attrs["n_val"] = n_val
+    df.attrs["options"] = {  # what notebook 04 records for report.replicate
+        "epochs": int(epochs),
+        "batch_size": batch_size,
+        "learning_rate": float(learning_rate),
+        "validation_fraction": float(validation_fraction),
+        "patience": None if patience is None else int(patience),
+        "min_delta": float(min_delta),
+    }
+    if model.block_scale is not None:  # fixed factors from the trained codes of these cells
+        z = _run_batches(model, "code", gex, atac, n_obs, "both", 1024, model.latent_dim)
+        model.block_scale.fit(z)
     return df
 
 
@@ -564,31 +591,38 @@ def train(
 _INFERENCE_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _inference_fn(model, what: str):
+def _inference_fn(model, what: str, missing: str | None = None):
     """A cached ``tf.function`` running the frozen model (``training=False``)."""
     import tensorflow as tf
 
     fns = _INFERENCE_FNS.setdefault(model, {})
-    if what not in fns:
+    key = (what, missing)
+    if key not in fns:
         spec = (
             tf.TensorSpec((None, model.gex_dim), tf.float32),
             tf.TensorSpec((None, model.atac_dim), tf.float32),
         )
-        if what == "encode":
+        if what == "encode":  # the embedding (block-scaled if the model says so)
 
             def fn(g, a):
-                return model.encode({"gex": g, "atac": a}, training=False)
+                return model.embedding({"gex": g, "atac": a}, missing=missing)
+        elif what == "code":  # the joint code the decoders read
+
+            def fn(g, a):
+                return model.encode({"gex": g, "atac": a}, training=False, missing=missing)
         else:
 
             def fn(g, a):
-                return model({"gex": g, "atac": a}, training=False)[what]
+                z = model.encode({"gex": g, "atac": a}, training=False, missing=missing)
+                return model.decode(z, training=False)[what]
 
-        fns[what] = tf.function(fn, input_signature=spec, autograph=False)
-    return fns[what]
+        fns[key] = tf.function(fn, input_signature=spec, autograph=False)
+    return fns[key]
 
 
 def _run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim):
-    fn = _inference_fn(model, what)
+    missing = {"both": None, "gex": "atac", "atac": "gex"}[from_]
+    fn = _inference_fn(model, what, missing)
     out = np.empty((n_obs, out_dim), dtype=np.float32)
     for start in range(0, n_obs, batch_size):
         sl = slice(start, min(start + batch_size, n_obs))
@@ -675,12 +709,14 @@ def reconstruct(
     gex, atac
         As in :func:`embed`; one may be ``None`` when ``from_`` names the other.
     modality
-        ``"gex"`` (log-normalised values) or ``"atac"`` (accessibility probabilities).
+        ``"gex"`` (log-normalised values) or ``"atac"`` (accessibility probabilities;
+        for models with ``atac_input="tfidf"`` or ``"svd"``, TF-IDF values instead,
+        see :meth:`~mmae_utils.model.InputTransform.inverse`).
     from_
         ``"both"``, or ``"gex"`` / ``"atac"`` to predict from one modality alone (the
         other zeroed), e.g. ATAC from GEX.
     logits
-        For ATAC, return logits instead of probabilities.
+        For ATAC under binary cross-entropy, return logits instead of probabilities.
     batch_size
         Cells processed at once.
     layer
@@ -695,8 +731,10 @@ def reconstruct(
         raise ValueError(f'modality must be "gex" or "atac", got {modality!r}.')
     batch_size = _check_batch_size(batch_size)
     gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
-    dim = model.gex_dim if modality == "gex" else model.atac_dim
-    out = _run_batches(model, modality, gex, atac, n_obs, from_, batch_size, dim)
+    transform = model.gex_transform if modality == "gex" else model.atac_transform
+    out = _run_batches(model, modality, gex, atac, n_obs, from_, batch_size, transform.output_dim)
+    if not transform.identity:
+        return transform.inverse(out).astype(np.float32, copy=False)
     if modality == "atac" and not logits:
         # numerically stable sigmoid, in place
         pos = out >= 0

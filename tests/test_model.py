@@ -29,7 +29,7 @@ def _n_dense_params(sizes):
 
 
 def test_default_architecture_shapes_dtypes_and_parameter_count():
-    model = build_model(G, A)
+    model = build_model(G, A, preset="seed")
     assert model.latent_dim == 20 and model.hidden == (250,)
     assert (model.gex_latent_dim, model.atac_latent_dim) == (10, 10)
     assert model.decoders == "joint"
@@ -50,13 +50,13 @@ def test_default_architecture_shapes_dtypes_and_parameter_count():
 
 
 def test_odd_latent_split_and_explicit_split():
-    model = build_model(G, A, latent_dim=21, hidden=(8, 4))
+    model = build_model(G, A, preset="seed", latent_dim=21, hidden=(8, 4))
     assert (model.gex_latent_dim, model.atac_latent_dim) == (10, 11)
     assert model.encode(_batch(3)).shape == (3, 21)
-    model = build_model(G, A, latent_dim=9, gex_latent_dim=3, hidden=(8,))
+    model = build_model(G, A, preset="seed", latent_dim=9, gex_latent_dim=3, hidden=(8,))
     assert (model.gex_latent_dim, model.atac_latent_dim) == (3, 6)
     with pytest.raises(ValueError, match="no room for ATAC"):
-        build_model(G, A, latent_dim=4, gex_latent_dim=4)
+        build_model(G, A, preset="seed", latent_dim=4, gex_latent_dim=4)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_odd_latent_split_and_explicit_split():
 )
 def test_bad_options_give_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
-        build_model(G, A, **{"hidden": (8,), **kwargs})
+        build_model(G, A, preset="seed", **{"hidden": (8,), **kwargs})
 
 
 def test_non_integer_input_dims_rejected():
@@ -100,14 +100,14 @@ def _cross_gradients(model, batch):
 
 
 def test_joint_decoders_read_both_modalities():
-    model = build_model(G, A, hidden=(16,), latent_dim=6)
+    model = build_model(G, A, preset="seed", hidden=(16,), latent_dim=6)
     grads = _cross_gradients(model, _batch())
     # (output, input): every reconstruction depends on both modalities
     assert all(v > 0 for v in grads.values()), grads
 
 
 def test_own_decoders_read_only_their_own_modality():
-    model = build_model(G, A, hidden=(16,), latent_dim=6, decoders="own")
+    model = build_model(G, A, preset="seed", hidden=(16,), latent_dim=6, decoders="own")
     grads = _cross_gradients(model, _batch())
     assert grads[("gex", "gex")] > 0 and grads[("atac", "atac")] > 0
     assert grads[("gex", "atac")] == 0.0 and grads[("atac", "gex")] == 0.0
@@ -117,7 +117,7 @@ def test_own_decoders_read_only_their_own_modality():
 
 
 def test_inputs_are_taken_by_name():
-    model = build_model(G, A, hidden=(8,))
+    model = build_model(G, A, preset="seed", hidden=(8,))
     batch = _batch(5)
     with pytest.raises(TypeError, match="by name"):
         model([batch["gex"], batch["atac"]])
@@ -134,7 +134,9 @@ def _softplus(x):
 
 @pytest.mark.parametrize(("w_gex", "w_atac"), [(0.5, 0.5), (0.8, 0.2)])
 def test_losses_are_mse_and_bce_from_logits_with_weights(w_gex, w_atac):
-    model = build_model(G, A, hidden=(8,), gex_loss_weight=w_gex, atac_loss_weight=w_atac)
+    model = build_model(
+        G, A, preset="seed", hidden=(8,), gex_loss_weight=w_gex, atac_loss_weight=w_atac
+    )
     batch = _batch(32)
     out = {k: v.numpy() for k, v in model(batch).items()}
     logits = out["atac"]
@@ -171,7 +173,7 @@ def test_modality_dropout_zeroes_one_modality_per_cell_only_in_training():
 
 
 def test_modality_dropout_in_model_training_path_only():
-    model = build_model(G, A, hidden=(8,), modality_dropout=0.5)
+    model = build_model(G, A, preset="seed", hidden=(8,), modality_dropout=0.5)
     batch = _batch(64)
     inf1 = model(batch, training=False)["gex"].numpy()
     inf2 = model(batch, training=False)["gex"].numpy()
@@ -183,14 +185,14 @@ def test_modality_dropout_in_model_training_path_only():
 
 
 def test_same_seed_same_initial_weights_other_seed_differs():
-    w1 = build_model(G, A, hidden=(8,), seed=3).get_weights()
-    w2 = build_model(G, A, hidden=(8,), seed=3).get_weights()
-    w3 = build_model(G, A, hidden=(8,), seed=4).get_weights()
+    w1 = build_model(G, A, preset="seed", hidden=(8,), seed=3).get_weights()
+    w2 = build_model(G, A, preset="seed", hidden=(8,), seed=3).get_weights()
+    w3 = build_model(G, A, preset="seed", hidden=(8,), seed=4).get_weights()
     for a, b in zip(w1, w2, strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(w1, w3, strict=True))
     # distinct layers get distinct initialisations
-    model = build_model(G, A, hidden=(8,), seed=3)
+    model = build_model(G, A, preset="seed", hidden=(8,), seed=3)
     k1 = model.gex_decoder[0].kernel.numpy()
     k2 = model.atac_decoder[0].kernel.numpy()
     assert not np.array_equal(k1, k2)
@@ -211,7 +213,7 @@ def test_config_round_trips_and_options_apply():
         "atac_loss_weight": 0.3,
         "seed": 5,
     }
-    model = build_model(G, A, gex_features=[f"g{i}" for i in range(G)], **config)
+    model = build_model(G, A, preset="seed", gex_features=[f"g{i}" for i in range(G)], **config)
     for key, value in config.items():
         assert model.config[key] == value
     names = [layer.name for layer in model._flatten_layers(include_self=False)]
@@ -234,12 +236,12 @@ def test_config_round_trips_and_options_apply():
 
 def test_feature_names_must_match_dims():
     with pytest.raises(ValueError, match="3 names but the model has 12"):
-        build_model(G, A, hidden=(8,), gex_features=["a", "b", "c"])
+        build_model(G, A, preset="seed", hidden=(8,), gex_features=["a", "b", "c"])
     with pytest.raises(TypeError, match="not a string"):
-        build_model(G, A, hidden=(8,), atac_features="peaks")
+        build_model(G, A, preset="seed", hidden=(8,), atac_features="peaks")
 
 
 def test_default_config_is_the_documented_one():
     assert DEFAULT_CONFIG["latent_dim"] == 20 and DEFAULT_CONFIG["hidden"] == (250,)
     assert DEFAULT_CONFIG["gex_loss_weight"] == DEFAULT_CONFIG["atac_loss_weight"] == 0.5
-    assert set(build_model(G, A, hidden=(4,)).config) == set(DEFAULT_CONFIG)
+    assert set(build_model(G, A, preset="seed", hidden=(4,)).config) == set(DEFAULT_CONFIG)

@@ -79,3 +79,14 @@ def test_readme_documents_every_notebook_parameter():
         source = next(c for c in nb.cells if c.cell_type == "code").source
         for name in re.findall(r"^([A-Z][A-Z0-9_]*) = ", source, flags=re.M):
             assert f"`{name}`" in readme, f"README does not document {name} ({path.name})"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path):
+    """papermill drops a parameter whose comment it cannot parse (e.g. one with '=')."""
+    from mmae_utils.report import notebook_parameters
+
+    nb = nbformat.read(path, as_version=4)
+    source = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source
+    names = re.findall(r"^([A-Z][A-Z0-9_]*) = ", source, flags=re.M)
+    assert list(notebook_parameters(path)) == names

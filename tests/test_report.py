@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -71,9 +72,8 @@ def test_report_folder_contents(tiny_report, tiny_file):
 
 def test_report_metrics_table(tiny_report):
     metrics = pd.read_csv(tiny_report / "metrics.csv", index_col=0)
-    assert list(metrics.index) == ["mmae", "pca_concat", "gex_pca", "random"] or set(
-        metrics.index
-    ) == {"mmae", "pca_concat", "gex_pca", "random"}
+    # the autoencoder, the original model as the "before" (BEFORE_PRESET), the baselines
+    assert list(metrics.index) == ["mmae", "mmae_seed", "pca_concat", "gex_pca", "random"]
     for col in ("NMI", "ARI", "cell_type_ASW", "batch_ASW", "graph_connectivity", "overall"):
         assert col in metrics
     six = metrics[
@@ -123,3 +123,72 @@ def test_parse_value_is_yaml():
     assert report._parse_value("[250, 100]") == [250, 100]
     assert report._parse_value("joint") == "joint"
     assert report._parse_value("null") is None
+
+
+def test_report_scores_three_seeds_and_the_before_model(tiny_report):
+    runs = pd.read_csv(tiny_report / "metrics_seeds.csv", index_col=[0, 1])
+    assert runs.index.names == ["seed", "method"]
+    assert sorted(runs.index.get_level_values("seed").unique()) == [0, 1, 2]  # REPORT_DEFAULTS
+    assert set(runs.xs(1, level="seed").index) == {
+        "mmae",
+        "mmae_seed",
+        "pca_concat",
+        "gex_pca",
+        "random",
+    }
+    # the first seed's rows are notebook 05's single-seed table
+    single = pd.read_csv(tiny_report / "metrics.csv", index_col=0)
+    pd.testing.assert_frame_equal(
+        runs.xs(0, level="seed").loc[single.index], single, check_names=False
+    )
+    # other seeds really are other runs
+    assert not runs.xs(1, level="seed").loc["mmae"].equals(runs.xs(0, level="seed").loc["mmae"])
+    assert "mean over 3 seeds" in (tiny_report / "summary.md").read_text()
+    assert (tiny_report / "figures" / "05_seeds.png").exists()
+    options = json.loads((tiny_report / "train_options.json").read_text())
+    assert options["epochs"] == 2 and options["batch_size"] == 64
+
+
+def _seed_table(values: dict[str, list[float]]) -> pd.DataFrame:
+    """(seed, method) table where every score of a method equals the given value per seed."""
+    from mmae_utils.evaluation import COLUMNS
+
+    rows = {}
+    for method, per_seed in values.items():
+        for seed, v in enumerate(per_seed):
+            rows[(seed, method)] = {c: v for c in COLUMNS if c != "n_metrics"} | {"n_metrics": 6}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index = pd.MultiIndex.from_tuples(df.index, names=["seed", "method"])
+    return df
+
+
+def test_aggregate_and_difference_over_seeds():
+    from mmae_utils.evaluation import aggregate_seeds, seed_difference
+
+    runs = _seed_table({"mmae": [0.80, 0.84, 0.82], "pca_concat": [0.79, 0.80, 0.81]})
+    agg = aggregate_seeds(runs)
+    assert agg.loc["mmae", ("overall", "mean")] == pytest.approx(0.82)
+    assert agg.loc["mmae", ("overall", "sd")] == pytest.approx(0.02)
+    assert agg.loc["pca_concat", ("n_seeds", "")] == 3
+    diff = seed_difference(runs)
+    # paired: differences 0.01, 0.04, 0.01
+    assert diff.loc["overall", "mean"] == pytest.approx(0.02)
+    assert diff.loc["overall", "sd"] == pytest.approx(np.std([0.01, 0.04, 0.01], ddof=1))
+    assert diff.loc["NMI", "min"] == pytest.approx(0.01) and diff.loc["NMI", "n_seeds"] == 3
+    with pytest.raises(KeyError, match="'umap' is not in the table"):
+        seed_difference(runs, reference="umap")
+    with pytest.raises(ValueError, match="indexed by \\(seed, method\\)"):
+        aggregate_seeds(runs.droplevel("seed"))
+
+
+def test_verdict_over_seeds_uses_the_spread():
+    clear = _seed_table({"mmae": [0.85, 0.86, 0.87], "pca_concat": [0.80, 0.81, 0.82]})
+    text = report.verdict(clear)
+    assert "beats `pca_concat` overall" in text and "mean over 3 seeds" in text
+    assert "+0.050 ± 0.000" in text
+    # a mean difference smaller than its spread over seeds is a tie, not a win
+    noisy = _seed_table({"mmae": [0.90, 0.78, 0.84], "pca_concat": [0.82, 0.82, 0.82]})
+    assert "tie overall" in report.verdict(noisy)
+    assert "tie overall" not in report.verdict(noisy.xs(0, level="seed"))  # one seed: +0.08
+    short = report.verdict(clear, context=False)
+    assert "random floor" not in short and "competition" not in short

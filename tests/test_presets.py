@@ -1,0 +1,142 @@
+"""Tests of the input transforms, the block-scaled embedding and the presets of build_model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_training import N_GENES, N_PEAKS, make_data, nearest_centroid_accuracy
+
+from mmae_utils import evaluation as ev
+from mmae_utils.model import DEFAULT_PRESET, PRESETS, InputTransform, build_model
+from mmae_utils.training import embed, load_model, reconstruct, save_model, train
+
+K = 8
+JAE_SMALL = {"preset": "jae", "latent_dim": 6, "hidden": (32,), "n_components": K}
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+def test_gex_svd_is_the_block_scaled_pca(data):
+    gex, _, _ = data
+    t = InputTransform("gex", "svd", N_GENES, K).fit(gex)
+    got = _np(t(gex.toarray()))
+    dense = gex.toarray().astype(np.float64)
+    centred = dense - dense.mean(axis=0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    ref = u[:, :K] * s[:K]
+    assert np.var(got, axis=0, ddof=1).sum() == pytest.approx(1.0, rel=1e-4)
+    scale = np.sqrt(np.var(ref, axis=0, ddof=1).sum())
+    for j in range(K):
+        r = np.corrcoef(got[:, j], ref[:, j])[0, 1]
+        assert abs(r) > 0.9999
+        assert np.std(got[:, j]) * scale == pytest.approx(np.std(ref[:, j]), rel=1e-3)
+    # inverse maps back through the kept components: the rank-K PCA reconstruction
+    recon = ref @ vt[:K] + dense.mean(axis=0)
+    np.testing.assert_allclose(t.inverse(got), recon, rtol=1e-3, atol=1e-3)
+
+
+def test_atac_svd_is_the_lsi_of_the_baselines(data):
+    _, atac, _ = data
+    t = InputTransform("atac", "svd", N_PEAKS, K).fit(atac)
+    got = _np(t(atac.toarray()))
+    ref = ev._lsi(atac, K, 0)  # TF-IDF, SVD with one extra component, first dropped
+    assert np.abs(got.mean(axis=0)).max() < 1e-5
+    assert np.var(got, axis=0).sum() == pytest.approx(1.0, rel=1e-4)
+    for j in range(K):
+        assert abs(np.corrcoef(got[:, j], ref[:, j])[0, 1]) > 0.999
+
+
+def test_standardize_and_tfidf_inputs(data):
+    gex, atac, _ = data
+    g = InputTransform("gex", "standardize", N_GENES, clip=2.0).fit(gex)
+    dense = gex.toarray().astype(np.float64)
+    sd = dense.std(axis=0, ddof=1)
+    expected = np.clip((dense - dense.mean(0)) / np.where(sd > 0, sd, np.inf), -2, 2)
+    np.testing.assert_allclose(_np(g(gex.toarray())), expected, rtol=1e-4, atol=1e-4)
+    a = InputTransform("atac", "tfidf", N_PEAKS).fit(atac)
+    np.testing.assert_allclose(
+        _np(a(atac.toarray())), ev.tfidf(atac).toarray(), rtol=1e-5, atol=1e-5
+    )
+    assert InputTransform("gex", "log", N_GENES).fitted  # the identity needs no fitting
+    assert not InputTransform("gex", "svd", N_GENES, K).fitted
+
+
+def test_losses_follow_the_atac_input(data):
+    gex, atac, _ = data
+    model = build_model(N_GENES, N_PEAKS, **{**JAE_SMALL, "atac_input": "tfidf"})
+    model.gex_transform.fit(gex)
+    model.atac_transform.fit(atac)
+    x = {"gex": gex[:10].toarray(), "atac": atac[:10].toarray()}
+    y_pred = model(x)
+    g_loss, a_loss = model.per_cell_losses(x, y_pred)
+    t = model.transform(x)
+    np.testing.assert_allclose(
+        _np(a_loss), ((_np(y_pred["atac"]) - _np(t["atac"])) ** 2).mean(1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        _np(g_loss), ((_np(y_pred["gex"]) - _np(t["gex"])) ** 2).mean(1), rtol=1e-5
+    )
+    assert y_pred["gex"].shape == (10, K) and y_pred["atac"].shape == (10, N_PEAKS)
+
+
+def test_train_fits_transforms_once_and_blocks_are_balanced(tmp_path, data):
+    gex, atac, labels = data
+    model = build_model(N_GENES, N_PEAKS, seed=0, **JAE_SMALL)
+    assert not model.transforms_fitted
+    history = train(model, gex, atac, epochs=30, patience=None, seed=0, verbose=0)
+    assert model.transforms_fitted
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    z = embed(model, gex, atac)
+    code = embed(model, gex, atac) / _np(model.block_scale.factors).repeat([3, 3])
+    gex_var, atac_var = np.var(z[:, :3], 0).sum(), np.var(z[:, 3:], 0).sum()
+    assert gex_var == pytest.approx(1.0, rel=1e-3) and atac_var == pytest.approx(1.0, rel=1e-3)
+    assert not np.allclose(code, z)  # the embedding is scaled, the code is not
+    assert nearest_centroid_accuracy(z, labels) > 0.9
+    # a second call trains on, without refitting the transforms
+    loadings = _np(model.gex_transform._stats["loadings"]).copy()
+    train(model, gex[:200], atac[:200], epochs=1, patience=None, seed=1, verbose=0)
+    np.testing.assert_array_equal(_np(model.gex_transform._stats["loadings"]), loadings)
+    # saved and loaded: same config, fitted transforms, same embedding
+    names = {"gex_features": [f"g{i}" for i in range(N_GENES)]}
+    names["atac_features"] = [f"p{i}" for i in range(N_PEAKS)]
+    path = save_model(model, tmp_path / "jae.keras", **names)
+    again = load_model(path)
+    assert again.config == model.config and again.transforms_fitted
+    np.testing.assert_array_equal(embed(again, gex, atac), embed(model, gex, atac))
+    # one modality alone: the other is zeroed after its transform, whatever is passed
+    alone = embed(model, gex, None, from_="gex")
+    np.testing.assert_array_equal(
+        alone, embed(model, gex, np.ones(atac.shape, np.float32), from_="gex")
+    )
+    assert not np.allclose(alone, z)
+    # reconstructions come back in the inputs' space
+    assert reconstruct(model, gex[:5], atac[:5], modality="gex").shape == (5, N_GENES)
+    assert reconstruct(model, gex[:5], atac[:5], modality="atac").shape == (5, N_PEAKS)
+
+
+def test_presets_and_their_errors():
+    assert DEFAULT_PRESET in PRESETS and set(PRESETS["seed"]) == set(PRESETS["jae"])
+    seed = build_model(2500, 5000, preset="seed")
+    assert (seed.gex_input, seed.atac_input, seed.latent_scaling) == ("log", "binary", "none")
+    jae = build_model(2500, 5000, preset="jae", batch_norm=False)  # options override presets
+    assert jae.gex_input == "svd" and jae.batch_norm is False and jae.latent_scaling == "block"
+    with pytest.raises(ValueError, match="Unknown preset 'best'"):
+        build_model(20, 30, preset="best")
+    with pytest.raises(ValueError, match="needs n_components < the 20 GEX features"):
+        build_model(20, 300, preset="jae")
+    with pytest.raises(ValueError, match="gex_input must be one of"):
+        build_model(20, 30, preset="seed", gex_input="tfidf")
+    with pytest.raises(ValueError, match="latent_scaling must be one of"):
+        build_model(20, 30, preset="seed", latent_scaling="unit")
+    small = build_model(N_GENES, N_PEAKS, **JAE_SMALL)
+    with pytest.raises(ValueError, match="needs more than 9 cells"):
+        small.gex_transform.fit(sp.random(5, N_GENES, density=0.5, format="csr"))
