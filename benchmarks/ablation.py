@@ -53,6 +53,8 @@ CONFIGS: dict[str, tuple[dict, str]] = {
         "svd + batch norm",
     ),
     "jae": ({"preset": "jae"}, "svd + batch norm + block-scaled embedding (the default)"),
+    "jae-bn": ({"preset": "jae", "batch_norm": False}, "jae without batch norm"),
+    "jae+gex12": ({"preset": "jae", "gex_latent_dim": 12}, "jae with 12 of the 20 dims for GEX"),
     "jae+moddrop": ({"preset": "jae", "modality_dropout": 0.2}, "jae + modality dropout 0.2"),
     "jae+latent_dropout": ({"preset": "jae", "latent_dropout": 0.1}, "jae + latent dropout 0.1"),
     "jae+50comps": ({"preset": "jae", "n_components": 50}, "jae with 50 components each"),

@@ -197,8 +197,11 @@ class InputTransform(keras.layers.Layer):
       the inverse document frequencies of the training cells.
     - ``"svd"``: the first ``n_components`` principal components: for GEX a centred PCA
       of the log-normalised values, for ATAC an LSI (TF-IDF, truncated SVD with one extra
-      component, the first dropped because it tracks depth), each block divided by its
-      total standard deviation so both modalities weigh the same. The JAE model of the
+      component, the first dropped because it tracks depth), each block divided by the
+      root mean square of its components' standard deviations (components keep their
+      relative sizes, have unit variance on average, and both modalities weigh the
+      same; a total variance of 1 made targets so small that training crawled and
+      batch effects crept in: see benchmarks/README.md). The JAE model of the
       NeurIPS 2021 competition fed such components to its autoencoder.
 
     Parameters
@@ -357,11 +360,11 @@ class InputTransform(keras.layers.Layer):
         k = self.n_components
         if self.modality == "gex":  # PCA: implicitly centred SVD, no copy of x
             scores, comp, mean = _gram_svd(x, k, center=True)
-            total_sd = float(np.sqrt(np.var(scores, axis=0, ddof=1).sum()))
+            rms_sd = float(np.sqrt(np.var(scores, axis=0, ddof=1).mean()))
             return {
                 "mean": mean,
                 "loadings": comp.T,
-                "inv_scale": 1.0 / total_sd if total_sd > 0 else 1.0,
+                "inv_scale": 1.0 / rms_sd if rms_sd > 0 else 1.0,
             }
         # LSI: TF-IDF on a copy of the data array only, one extra component, first dropped
         t = _tfidf_inplace(
@@ -372,11 +375,11 @@ class InputTransform(keras.layers.Layer):
         del t
         scores, comp = scores[:, 1:], comp[1:]
         center = scores.mean(axis=0)
-        total_sd = float(np.sqrt(np.var(scores, axis=0).sum()))
+        rms_sd = float(np.sqrt(np.var(scores, axis=0).mean()))
         return {
             "loadings": comp.T,
             "center": center,
-            "inv_scale": 1.0 / total_sd if total_sd > 0 else 1.0,
+            "inv_scale": 1.0 / rms_sd if rms_sd > 0 else 1.0,
         }
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
@@ -557,6 +560,7 @@ class MultiModalAutoencoder(keras.Model):
             "atac", atac_input, self.atac_dim, n_components, name="atac_transform"
         )
         self.gex_input, self.atac_input = gex_input, atac_input
+        self._pretransformed = ()  # modalities fed already transformed (set by train())
         self.n_components = self.gex_transform.n_components
         if seed is not None:
             seed = _check_int("seed", seed, minimum=0)
@@ -723,7 +727,12 @@ class MultiModalAutoencoder(keras.Model):
         :class:`InputTransform` for the others.
         """
         gex, atac = self._unpack(inputs)
-        return {"gex": self.gex_transform(gex), "atac": self.atac_transform(atac)}
+        # training.train may feed inputs it has projected already (SVD inputs)
+        if "gex" not in self._pretransformed:
+            gex = self.gex_transform(gex)
+        if "atac" not in self._pretransformed:
+            atac = self.atac_transform(atac)
+        return {"gex": gex, "atac": atac}
 
     def encode(self, inputs, training=False, missing: str | None = None):
         """Joint code ``z`` (cells x latent_dim): GEX part first, then ATAC part.
