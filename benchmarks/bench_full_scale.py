@@ -74,12 +74,17 @@ def release_memory() -> None:
 @contextmanager
 def stage(name: str, sampler: RssSampler):
     sampler.reset()
+    start = sampler.peak
     t0 = time.perf_counter()
     yield
     wall = time.perf_counter() - t0
     time.sleep(2 * sampler.interval)
     ROWS.append((name, wall, sampler.peak / GiB))
-    print(f"  {name:<34} {wall:8.1f} s   peak RSS {sampler.peak / GiB:6.2f} GiB", flush=True)
+    print(
+        f"  {name:<34} {wall:8.1f} s   peak RSS {sampler.peak / GiB:6.2f} GiB"
+        f"   (at start {start / GiB:5.2f})",
+        flush=True,
+    )
 
 
 def original_way(path: Path) -> dict:
@@ -167,6 +172,7 @@ def main() -> None:
     total = sum(r[1] for r in ROWS)
     peak = max(r[2] for r in ROWS)
     print(f"  {'whole pipeline':<34} {total:8.1f} s   peak RSS {peak:6.2f} GiB")
+    print(f"  (peak RSS {peak * GiB / 1e9:.2f} GB; target: at most 4 GB)")
 
     if not args.skip_original:
         print("\noriginal notebook's way (separate process)")
