@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmae_utils.evaluation import COLUMNS
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "_data" / "ablation"
 
@@ -83,16 +85,7 @@ DATASETS = {
 }
 
 #: Scores recorded per run (:data:`mmae_utils.evaluation.COLUMNS` without ``n_metrics``).
-SCORES = (
-    "NMI",
-    "ARI",
-    "cell_type_ASW",
-    "cell_cycle_conservation",
-    "trajectory_conservation",
-    "batch_ASW",
-    "graph_connectivity",
-    "overall",
-)
+SCORES = tuple(c for c in COLUMNS if c != "n_metrics")
 
 TRAIN = {
     "epochs": 100,

@@ -491,8 +491,7 @@ def run_report(
     declared_names = set().union(*(set(d) for d in declared.values()))
     defaults = {k: v for k, v in REPORT_DEFAULTS.items() if k in declared_names}
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
-    with atomic_path(out / "params.json") as tmp:
-        tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+    write_json(full, out / "params.json")
     for name in names:
         src = src_dir / f"{name}.ipynb"
         dst = out / f"{name}.ipynb"
