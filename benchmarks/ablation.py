@@ -33,7 +33,8 @@ from mmae_utils.evaluation import COLUMNS
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "_data" / "ablation"
 
-#: Name -> (build_model options, description). ``preset`` picks the starting point.
+#: Name -> (build_model options, description). ``preset`` picks the starting point;
+#: ``train`` (if present) holds options for ``training.train`` beside :data:`TRAIN`.
 CONFIGS: dict[str, tuple[dict, str]] = {
     "seed": ({"preset": "seed"}, "the original model: log GEX (MSE) + binary ATAC (BCE)"),
     "seed+bn": ({"preset": "seed", "batch_norm": True}, "seed + batch norm"),
@@ -60,6 +61,14 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     "jae+moddrop": ({"preset": "jae", "modality_dropout": 0.2}, "jae + modality dropout 0.2"),
     "jae+latent_dropout": ({"preset": "jae", "latent_dropout": 0.1}, "jae + latent dropout 0.1"),
     "jae+50comps": ({"preset": "jae", "n_components": 50}, "jae with 50 components each"),
+    "jae+w73": (
+        {"preset": "jae", "gex_loss_weight": 0.7, "atac_loss_weight": 0.3},
+        "jae with loss weights 0.7 (GEX) / 0.3 (ATAC)",
+    ),
+    "jae+plateau": (
+        {"preset": "jae", "train": {"lr_schedule": "plateau"}},
+        "jae, learning rate halved after 3 epochs without improvement",
+    ),
 }
 
 #: A second dataset, structured differently from the demo: 12 of the 22 cell types, twice
@@ -145,9 +154,11 @@ def run(dataset: str, seed: int, configs: list[str], results: Path) -> None:
     embeddings, extra = {}, {}
     for name in todo:
         options, _ = CONFIGS[name]
+        options = dict(options)
+        train_options = {**TRAIN, **options.pop("train", {})}
         t0 = time.perf_counter()
         mmae = model.build_model(gex.n_vars, atac.n_vars, seed=seed, **options)
-        history = training.train(mmae, gex, atac, seed=seed, verbose=0, **TRAIN)
+        history = training.train(mmae, gex, atac, seed=seed, verbose=0, **train_options)
         key = f"X_{name}"
         training.embed(mmae, gex, atac, adata=selected, key_added=key)
         embeddings[name] = key

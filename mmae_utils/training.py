@@ -406,6 +406,7 @@ def train(
     validation_fraction: float = 0.1,
     patience: int | None = 10,
     min_delta: float = 0.0,
+    lr_schedule: str = "constant",
     seed: int | None = 0,
     layer: str | None = "counts",
     jit_compile: bool = False,
@@ -446,6 +447,10 @@ def train(
         stopping (the last epoch's weights are kept).
     min_delta
         Smallest change of the monitored loss that counts as an improvement.
+    lr_schedule
+        ``"constant"``; or ``"plateau"``: halve the learning rate whenever the monitored
+        loss has not improved for 3 epochs (Keras' ``ReduceLROnPlateau``, down to 1/64 of
+        ``learning_rate``).
     seed
         Seeds the split, the batch order, TensorFlow and Keras. With ``deterministic``
         the same seed (and the same ``build_model(seed=...)``) gives the same model and
@@ -507,6 +512,8 @@ def train(
         raise TypeError(f"learning_rate must be a positive number, got {learning_rate!r}.")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
+    if lr_schedule not in ("constant", "plateau"):
+        raise ValueError(f'lr_schedule must be "constant" or "plateau", got {lr_schedule!r}.')
 
     gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, record_features=True)
     if tune_memory:
@@ -572,6 +579,17 @@ def train(
             verbose=0,
         )
         cbs.append(early)
+    if lr_schedule == "plateau":
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=0.5,
+                patience=3,
+                min_delta=float(min_delta),
+                min_lr=float(learning_rate) / 64,
+                verbose=0,
+            )
+        )
     cbs.extend(callbacks or [])
 
     logger.debug("training on %d cells, validating on %d", len(train_rows), n_val)
@@ -608,6 +626,7 @@ def train(
         "validation_fraction": float(validation_fraction),
         "patience": None if patience is None else int(patience),
         "min_delta": float(min_delta),
+        "lr_schedule": lr_schedule,
     }
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
         z = _run_batches(model, "code", gex, atac, n_obs, "both", 1024, model.latent_dim)

@@ -403,3 +403,29 @@ def test_fused_adam_matches_keras_adam():
     assert not np.allclose(results[0], init)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
     assert type(fused_adam()).__name__ == "FusedAdam"
+
+
+def test_plateau_schedule_halves_the_learning_rate(data):
+    gex, atac, _ = data
+    model = build_model(N_GENES, N_PEAKS, seed=0, **SMALL)
+    # min_delta so large that no epoch after the first counts as an improvement: the rate
+    # is halved after epochs 4 and 7
+    history = train(
+        model,
+        gex,
+        atac,
+        epochs=7,
+        patience=None,
+        min_delta=10.0,
+        lr_schedule="plateau",
+        learning_rate=1e-3,
+        seed=0,
+        verbose=0,
+    )
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3 / 4)
+    assert history.attrs["options"]["lr_schedule"] == "plateau"
+    constant = build_model(N_GENES, N_PEAKS, seed=0, **SMALL)
+    train(constant, gex, atac, epochs=7, patience=None, min_delta=10.0, seed=0, verbose=0)
+    assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        train(constant, gex, atac, epochs=1, lr_schedule="cosine")
