@@ -434,9 +434,13 @@ def seed_scores(
     *,
     scores: Sequence[str] = ("overall", "NMI", "ARI"),
     highlight: Sequence[str] = ("mmae", "pca_concat"),
+    reference: str | None = "pca_concat",
     save: str | os.PathLike | None = None,
 ):
     """Scores of every method over seeds: one dot per seed, the mean ± sd beside them.
+
+    With a ``reference`` method in the table, a last panel zooms in on what matters: each
+    method's ``scores[0]`` minus the reference's, seed by seed (0 marked).
 
     Parameters
     ----------
@@ -446,6 +450,8 @@ def seed_scores(
         Columns to draw, one panel each.
     highlight
         Methods drawn in colour (the others grey).
+    reference
+        Method the last panel subtracts (``None``: no such panel).
     save
         Also write the figure there (atomically).
 
@@ -463,16 +469,18 @@ def seed_scores(
     order = summary[(scores[0], "mean")].sort_values(ascending=True).index.tolist()
     n_seeds = int(summary[("n_seeds", "")].max())
     colors = dict(zip(highlight, plt.get_cmap("tab10").colors, strict=False))
+    methods = set(table.index.get_level_values("method"))
+    diff_panel = reference is not None and reference in methods
     fig, axes = plt.subplots(
         1,
-        len(scores),
-        figsize=(3.6 * len(scores), 0.45 * len(order) + 1.6),
+        len(scores) + diff_panel,
+        figsize=(3.6 * (len(scores) + diff_panel), 0.45 * len(order) + 1.6),
         squeeze=False,
         sharey=True,
         layout="constrained",
     )
     rng = np.random.default_rng(0)
-    for ax, score in zip(axes[0], scores, strict=True):
+    for ax, score in zip(axes[0], scores, strict=False):
         for y, method in enumerate(order):
             values = table.xs(method, level="method")[score].to_numpy(dtype=float)
             color = colors.get(method, "0.55")
@@ -490,6 +498,34 @@ def seed_scores(
             )
         ax.set_yticks(range(len(order)), order)
         ax.set_title(score)
+        ax.grid(axis="x", alpha=0.3)
+    if diff_panel:
+        from .evaluation import seed_difference
+
+        ax = axes[0][-1]
+        for y, method in enumerate(order):
+            if method == reference or method == "random":
+                continue
+            d = seed_difference(table, method=method, reference=reference).loc[scores[0]]
+            per_seed = (
+                table.xs(method, level="method")[scores[0]]
+                - table.xs(reference, level="method")[scores[0]]
+            ).dropna()
+            color = colors.get(method, "0.55")
+            ax.scatter(per_seed, y + rng.uniform(-0.12, 0.12, len(per_seed)), s=16, color=color)
+            ax.errorbar(
+                d["mean"],
+                y + 0.32,
+                xerr=d["sd"] if np.isfinite(d["sd"]) else None,
+                fmt="D",
+                ms=4,
+                color="black",
+                capsize=3,
+                lw=1,
+            )
+        ax.axvline(0, color="black", lw=0.8)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.set_title(f"{scores[0]} minus {reference}")
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"Scores over {n_seeds} seed{'s' if n_seeds != 1 else ''} (dots), mean ± sd")
     return _save(fig, save)

@@ -217,3 +217,30 @@ def test_evaluation_leaves_matplotlib_style_alone():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_seed_scores_panels_and_differences(tmp_path):
+    import pandas as pd
+
+    from mmae_utils import plotting
+    from mmae_utils.evaluation import COLUMNS
+
+    rows = {}
+    for seed in range(3):
+        for method, value in (("mmae", 0.80 + 0.01 * seed), ("pca_concat", 0.78), ("random", 0.4)):
+            rows[(seed, method)] = {c: value for c in COLUMNS}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["seed", "method"])
+    fig = plotting.seed_scores(table, save=tmp_path / "seeds.png")
+    assert (tmp_path / "seeds.png").exists()
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["overall", "NMI", "ARI", "overall minus pca_concat"]
+    # methods ordered by mean overall, best on top (last y tick)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["random", "pca_concat", "mmae"]
+    # the difference panel holds the three per-seed differences of mmae: 0.02, 0.03, 0.04
+    from matplotlib.collections import PathCollection
+
+    dots = [c for c in fig.axes[3].collections if isinstance(c, PathCollection)]
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in dots])
+    np.testing.assert_allclose(np.sort(xs), [0.02, 0.03, 0.04], atol=1e-9)
+    assert len(plotting.seed_scores(table, reference=None).axes) == 3
