@@ -377,7 +377,13 @@ def _history_frame(history) -> pd.DataFrame:
     return history
 
 
-def loss_curves(history, *, log_scale: bool = False, save: str | os.PathLike | None = None):
+def loss_curves(
+    history,
+    *,
+    model=None,
+    log_scale: bool = False,
+    save: str | os.PathLike | None = None,
+):
     """Training curves per modality: train vs. validation loss per epoch.
 
     One panel per loss present among ``loss`` (total), ``gex_loss`` and ``atac_loss``, each
@@ -391,6 +397,10 @@ def loss_curves(history, *, log_scale: bool = False, save: str | os.PathLike | N
         :func:`~mmae_utils.training.train`'s history (a DataFrame with columns ``loss,
         gex_loss, atac_loss, val_loss, val_gex_loss, val_atac_loss``, one row per epoch),
         a dict of lists or a ``keras.callbacks.History``.
+    model
+        The model trained, to name each loss in the titles after its inputs (ATAC under
+        mean squared error for SVD or TF-IDF inputs); without it, the ``"seed"``
+        preset's losses are named.
     log_scale
         Logarithmic loss axis.
     save
@@ -401,7 +411,13 @@ def loss_curves(history, *, log_scale: bool = False, save: str | os.PathLike | N
     The figure, one axes per panel (titled as the loss), epochs from 1 on the x axis.
     """
     h = _history_frame(history)
-    panels = [(col, title) for col, title in _LOSS_PANELS if col in h.columns]
+    titles = dict(_LOSS_PANELS)
+    if model is not None:
+        space = {"svd": ", on components", "standardize": ", on z-scores", "tfidf": ", on TF-IDF"}
+        titles["gex_loss"] = f"GEX (mean squared error{space.get(model.gex_input, '')})"
+        if model.atac_input != "binary":
+            titles["atac_loss"] = f"ATAC (mean squared error{space.get(model.atac_input, '')})"
+    panels = [(col, titles[col]) for col, _ in _LOSS_PANELS if col in h.columns]
     if not panels or len(h) == 0:
         raise ValueError(
             "history has no epochs or none of the columns 'loss', 'gex_loss', 'atac_loss' "

@@ -168,7 +168,15 @@ def test_loss_curves_per_modality_train_and_validation(tmp_path):
     assert len(fig.axes) == 3
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("total") and titles[1].startswith("GEX")
-    assert titles[2].startswith("ATAC")
+    assert titles[2] == "ATAC (binary cross-entropy)"
+    from mmae_utils.model import build_model
+
+    jae = build_model(300, 500, preset="jae")
+    titles = [ax.get_title() for ax in plotting.loss_curves(h, model=jae).axes]
+    assert titles[1:] == [
+        "GEX (mean squared error, on components)",
+        "ATAC (mean squared error, on components)",
+    ]
     best = int(h["val_loss"].idxmin()) + 1
     for ax, col in zip(fig.axes, ["loss", "gex_loss", "atac_loss"], strict=True):
         lines = {line.get_label(): line for line in ax.get_lines()}
