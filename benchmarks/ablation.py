@@ -182,6 +182,30 @@ def run(dataset: str, seed: int, configs: list[str], results: Path) -> None:
             f.write(json.dumps(row | extra[name]) + "\n")
 
 
+def compact(results: Path, configs: list[str]) -> str:
+    """One line per configuration: overall and its difference to pca_concat, per dataset."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    df = pd.DataFrame(rows)
+    datasets = list(df["dataset"].unique())
+    head = "| config | " + " | ".join(f"{d}: overall | {d}: Δ vs pca_concat" for d in datasets)
+    lines = [head + " |", "|---|" + "---|---|" * len(datasets)]
+    for name in ["pca_concat", *configs]:
+        cells = []
+        for dataset in datasets:
+            d = df[df["dataset"] == dataset]
+            ref = d[d["config"] == "pca_concat"].set_index("seed")["overall"]
+            r = d[d["config"] == name].set_index("seed")["overall"]
+            if r.empty:
+                cells += ["", ""]
+                continue
+            cells.append(f"{r.mean():.3f} ± {r.std(ddof=1) if len(r) > 1 else 0:.3f}")
+            diff = r - ref.loc[r.index]
+            sd = diff.std(ddof=1) if len(diff) > 1 else 0
+            cells.append("" if name == "pca_concat" else f"{diff.mean():+.3f} ± {sd:.3f}")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summarize(results: Path, configs: list[str]) -> str:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     df = pd.DataFrame(rows)
@@ -267,7 +291,9 @@ def main() -> None:
         "the six competition metrics; ARI beside them). See benchmarks/README.md for the "
         "conclusions.\n\n| config | build_model options | what |\n|---|---|---|\n"
         + configs
-        + "\n\n"
+        + "\n\n## Overall\n\n"
+        + compact(args.results, args.configs)
+        + "\n## Every metric\n\n"
         + table
         + "\n"
     )
