@@ -308,11 +308,12 @@ class InputTransform(keras.layers.Layer):
             return scores * self._stats["inv_scale"]
         return x
 
-    def fit(self, x, *, seed: int | None = 0) -> InputTransform:
+    def fit(self, x) -> InputTransform:
         """Compute the statistics from ``x`` (cells x features, CSR or dense float32).
 
         ``x`` is the model input of the modality (log-normalised GEX or binarised ATAC);
-        it is not modified. Returns ``self``.
+        it is not modified. Deterministic: the SVD is exact (see
+        :func:`mmae_utils.evaluation._gram_svd`), no seed needed. Returns ``self``.
         """
         import scipy.sparse as sp
 
@@ -344,7 +345,7 @@ class InputTransform(keras.layers.Layer):
             peak_tot = column_sums(x)
             values["idf"] = np.divide(n, peak_tot, out=np.zeros_like(peak_tot), where=peak_tot > 0)
         if self.mode == "svd":
-            values.update(self._fit_svd(x, values, seed))
+            values.update(self._fit_svd(x))
         for name, value in values.items():
             self._stats[name].assign(
                 np.asarray(value, dtype=np.float32).reshape(self._stats[name].shape)
@@ -352,7 +353,7 @@ class InputTransform(keras.layers.Layer):
         self.fitted_flag.assign(1.0)
         return self
 
-    def _fit_svd(self, x, values, seed) -> dict[str, np.ndarray]:
+    def _fit_svd(self, x) -> dict[str, np.ndarray]:
         import scipy.sparse as sp
 
         from .evaluation import _gram_svd, _tfidf_inplace

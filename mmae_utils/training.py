@@ -525,8 +525,8 @@ def train(
             model.atac_input,
             n_obs,
         )
-        model.gex_transform.fit(gex, seed=seed)
-        model.atac_transform.fit(atac, seed=seed)
+        model.gex_transform.fit(gex)
+        model.atac_transform.fit(atac)
 
     if seed is not None:
         set_seed(seed, deterministic=deterministic)
