@@ -915,6 +915,20 @@ def _owned_counts(adata: ad.AnnData, name: str, layer: str) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(counts)[:, cols])
 
 
+def _column_means(x, center: bool) -> np.ndarray:
+    """Float64 column means of ``x`` (CSR or dense) for centring, zeros without."""
+    if not center:
+        return np.zeros(x.shape[1])
+    sums = column_sums(x) if sp.issparse(x) else x.sum(axis=0, dtype=np.float64)
+    return sums / x.shape[0]
+
+
+def _component_signs(vt: np.ndarray) -> np.ndarray:
+    """+-1 per component (row of ``vt``) making its largest absolute loading positive."""
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+    return np.where(signs == 0, 1, signs)
+
+
 def _truncated_svd(x, n_comps: int, seed: int, *, center: bool = False):
     """Top ``n_comps`` singular triplets of ``x`` (optionally column-centred, implicitly).
 
@@ -931,11 +945,7 @@ def _truncated_svd(x, n_comps: int, seed: int, *, center: bool = False):
     from sklearn.utils import check_random_state
 
     x = to_csr(x) if sp.issparse(x) else np.asarray(x)
-    mean = (
-        (column_sums(x) if sp.issparse(x) else x.sum(axis=0, dtype=np.float64)) / x.shape[0]
-        if center
-        else np.zeros(x.shape[1])
-    )
+    mean = _column_means(x, center)
     xt = x.T
 
     def matvec(v):
@@ -952,8 +962,7 @@ def _truncated_svd(x, n_comps: int, seed: int, *, center: bool = False):
     u, s, vt = svds(op, k=n_comps, v0=v0, tol=0.0)
     order = np.argsort(-s)
     u, s, vt = u[:, order], s[order], vt[order]
-    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
-    signs = np.where(signs == 0, 1, signs)
+    signs = _component_signs(vt)
     return (u * s) * signs, vt * signs[:, None], mean
 
 
@@ -971,11 +980,7 @@ def _gram_svd(x, n_comps: int, *, center: bool = False, block: int = 4096):
 
     x = to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     n, f = x.shape
-    mean = (
-        (column_sums(x) if sp.issparse(x) else x.sum(axis=0, dtype=np.float64)) / n
-        if center
-        else np.zeros(f)
-    )
+    mean = _column_means(x, center)
     gram = np.zeros((f, f))
     for start in range(0, n, block):
         b = x[start : start + block]
@@ -985,8 +990,7 @@ def _gram_svd(x, n_comps: int, *, center: bool = False, block: int = 4096):
         gram -= n * np.outer(mean, mean)
     w, v = scipy.linalg.eigh(gram, subset_by_index=[f - n_comps, f - 1])
     vt = v[:, ::-1].T
-    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
-    vt = vt * np.where(signs == 0, 1, signs)[:, None]
+    vt = vt * _component_signs(vt)[:, None]
     scores = np.asarray(x @ vt.T) - (mean @ vt.T if center else 0.0)
     return scores, vt, mean
 
@@ -1024,6 +1028,15 @@ def tfidf(x) -> sp.csr_matrix:
     return _tfidf_inplace(to_csr(x).astype(np.float32, copy=True))
 
 
+def _tfidf_shared_indices(x_bin) -> sp.csr_matrix:
+    """:func:`tfidf` on a copy of the data array only; the index arrays are shared with
+    ``x_bin`` (never modified: zeros stay stored), saving a third of a matrix copy."""
+    x_bin = to_csr(x_bin)
+    values = x_bin.data.astype(np.float32, copy=True)
+    shared = sp.csr_matrix((values, x_bin.indices, x_bin.indptr), shape=x_bin.shape)
+    return _tfidf_inplace(shared, drop_zeros=False)
+
+
 def _tfidf_inplace(x: sp.csr_matrix, *, drop_zeros: bool = True) -> sp.csr_matrix:
     """:func:`tfidf` overwriting ``x.data`` (float32 CSR); ``x.indices`` / ``indptr`` are
     left alone when ``drop_zeros=False`` (so they may be shared with another matrix)."""
@@ -1046,16 +1059,7 @@ def _tfidf_inplace(x: sp.csr_matrix, *, drop_zeros: bool = True) -> sp.csr_matri
 
 def _lsi(x_bin, n_comps: int, seed: int) -> np.ndarray:
     """TF-IDF, truncated SVD with ``n_comps + 1`` components, first (depth) one dropped."""
-    x_bin = to_csr(x_bin)
-    # TF-IDF values on a copy of the data array only: the index arrays are shared with
-    # x_bin (never modified: zeros stay stored), which saves a third of a matrix copy.
-    x = _tfidf_inplace(
-        sp.csr_matrix(
-            (x_bin.data.astype(np.float32, copy=True), x_bin.indices, x_bin.indptr),
-            shape=x_bin.shape,
-        ),
-        drop_zeros=False,
-    )
+    x = _tfidf_shared_indices(x_bin)
     limit = min(x.shape) - 1
     if n_comps + 1 > limit:
         raise ValueError(

@@ -354,12 +354,10 @@ class InputTransform(keras.layers.Layer):
         return self
 
     def _fit_svd(self, x) -> dict[str, np.ndarray]:
-        import scipy.sparse as sp
-
-        from .evaluation import _gram_svd, _tfidf_inplace
+        from .evaluation import _gram_svd, _tfidf_shared_indices
 
         k = self.n_components
-        if self.modality == "gex":  # PCA: implicitly centred SVD, no copy of x
+        if self.modality == "gex":  # PCA: top eigenvectors of the centred Gram matrix
             scores, comp, mean = _gram_svd(x, k, center=True)
             rms_sd = float(np.sqrt(np.var(scores, axis=0, ddof=1).mean()))
             return {
@@ -367,11 +365,8 @@ class InputTransform(keras.layers.Layer):
                 "loadings": comp.T,
                 "inv_scale": 1.0 / rms_sd if rms_sd > 0 else 1.0,
             }
-        # LSI: TF-IDF on a copy of the data array only, one extra component, first dropped
-        t = _tfidf_inplace(
-            sp.csr_matrix((x.data.astype(np.float32, copy=True), x.indices, x.indptr), x.shape),
-            drop_zeros=False,
-        )
+        # LSI: TF-IDF, one extra component, the first dropped
+        t = _tfidf_shared_indices(x)
         scores, comp, _ = _gram_svd(t, k + 1)
         del t
         scores, comp = scores[:, 1:], comp[1:]
