@@ -97,6 +97,52 @@ _DECODERS = ("joint", "own")
 MODALITIES = ("gex", "atac")
 
 
+@ops.custom_gradient
+def mse_per_cell(target, pred):
+    """Mean over features of ``(pred - target) ** 2``: one value per cell (row).
+
+    The same numbers as ``ops.mean(ops.square(pred - target), axis=-1)``, with the
+    gradient written out (``2 (pred - target) / features``, scaled by the upstream
+    gradient of each cell) so that backpropagation costs one element-wise pass over the
+    batch instead of the several that automatic differentiation of the mean, the square
+    and the difference takes (see ``benchmarks/README.md``, Training).
+    """
+    diff = pred - target
+    loss = ops.mean(ops.square(diff), axis=-1)
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        scale = ops.expand_dims(upstream * (2.0 / ops.cast(ops.shape(diff)[-1], diff.dtype)), -1)
+        d_pred = diff * scale
+        return -d_pred, d_pred
+
+    return loss, grad
+
+
+@ops.custom_gradient
+def bce_logits_per_cell(target, logits):
+    """Mean over features of the binary cross-entropy of ``sigmoid(logits)`` against
+    ``target``: one value per cell (row).
+
+    Computed as ``softplus(logits) - target * logits``, the same quantity as
+    ``ops.binary_crossentropy(target, logits, from_logits=True)`` (TensorFlow's
+    ``max(x, 0) - x t + log1p(exp(-|x|))``) up to round-off, in two element-wise passes
+    instead of seven; the gradient ``(sigmoid(logits) - target) / features`` is written
+    out, one pass instead of about eight (see ``benchmarks/README.md``, Training).
+    """
+    loss = ops.mean(ops.softplus(logits) - target * logits, axis=-1)
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        scale = ops.expand_dims(upstream / ops.cast(ops.shape(logits)[-1], logits.dtype), -1)
+        d_logits = (ops.sigmoid(logits) - target) * scale
+        return -logits * scale, d_logits
+
+    return loss, grad
+
+
 def _check_int(name: str, value, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
@@ -809,13 +855,11 @@ class MultiModalAutoencoder(keras.Model):
         gex_t = ops.convert_to_tensor(y["gex"], dtype=y_pred["gex"].dtype)
         atac_t = ops.convert_to_tensor(y["atac"], dtype=y_pred["atac"].dtype)
         t = self.transform({"gex": gex_t, "atac": atac_t})
-        gex_loss = ops.mean(ops.square(y_pred["gex"] - t["gex"]), axis=-1)
+        gex_loss = mse_per_cell(t["gex"], y_pred["gex"])
         if self.atac_input == "binary":
-            atac_loss = ops.mean(
-                ops.binary_crossentropy(t["atac"], y_pred["atac"], from_logits=True), axis=-1
-            )
+            atac_loss = bce_logits_per_cell(t["atac"], y_pred["atac"])
         else:
-            atac_loss = ops.mean(ops.square(y_pred["atac"] - t["atac"]), axis=-1)
+            atac_loss = mse_per_cell(t["atac"], y_pred["atac"])
         return gex_loss, atac_loss
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -199,6 +199,9 @@ def make_dataset(gex, atac, rows, *, batch_size: int, shuffle: bool, seed: int |
     Returns
     -------
     A ``tf.data.Dataset`` of known cardinality; inputs and targets are the same tensors.
+    Its options turn tf.data's autotuning off (see ``benchmarks/README.md``, Training:
+    with it on, starting an epoch could wait up to 10 s for the previous epoch's
+    iterator to shut down).
     """
     import tensorflow as tf
 
@@ -221,7 +224,13 @@ def make_dataset(gex, atac, rows, *, batch_size: int, shuffle: bool, seed: int |
     )
     ds = ds.map(lambda g, a: ({"gex": g, "atac": a}, {"gex": g, "atac": a}))
     ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
-    return ds.prefetch(2)
+    # No tf.data autotuning: its model thread sleeps for up to 10 s between rounds, and
+    # deleting an iterator waits for it, so every new epoch (Keras makes a new iterator)
+    # stalled for up to 10 s (measured: 8-10 s in about half the epochs at full scale, a
+    # 20 s epoch instead of 11 s). Nothing here has a parallelism or buffer to tune.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(2).with_options(options)
 
 
 def _transformed(transform, x, batch_size: int = 4096) -> np.ndarray:

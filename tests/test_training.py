@@ -234,6 +234,16 @@ def test_dataset_streams_batches_and_reshuffles_each_epoch():
     np.testing.assert_array_equal(epoch(fixed), rows)
 
 
+def test_dataset_turns_tf_data_autotuning_off():
+    # With autotuning on, deleting an epoch's iterator waits for tf.data's model thread,
+    # which sleeps up to 10 s between rounds: 8-10 s stalls at the start of about half
+    # the epochs at full scale (benchmarks/README.md, Training). Timing it here would be
+    # flaky on a shared machine, so this checks the option that prevents it.
+    gex = sp.csr_matrix(np.ones((10, 3), np.float32))
+    ds = make_dataset(gex, gex, np.arange(10), batch_size=4, shuffle=True, seed=0)
+    assert ds.options().autotune.enabled is False
+
+
 def test_early_stopping_restores_best_weights(data):
     gex, atac, _ = data
     model = build_model(N_GENES, N_PEAKS, seed=2, **SMALL)
