@@ -11,6 +11,8 @@ each peak RSS is that path's alone):
 - **streaming**: :func:`mmae_utils.training.train` with its defaults (tf.data over CSR
   rows, one dense batch at a time, fused Adam kernel); with ``--xla-variant`` also
   ``train(..., jit_compile=True)`` (**streaming-xla**);
+- with ``--autotune-variant`` also ``train()`` with tf.data autotuning switched back on
+  (**streaming-autotune**, how it ran before: see benchmarks/README.md);
 - **dense**: the original notebook's approach: the whole matrix densified
   (``X.todense()``), split by column ranges and given to ``model.fit`` (Keras' defaults,
   no XLA on CPU), with the same model, batch size and allocator settings.
@@ -170,6 +172,7 @@ def worker(path: str, args) -> dict:
     }
     mark("data")
     rates = [gemm_rate()]
+    batch_rates = [gemm_rate(rows=args.batch_size, repeats=20)]
     rate_1thread = gemm_rate_1thread()
     cpu_seconds = []
     _release_free_memory()
@@ -188,7 +191,20 @@ def worker(path: str, args) -> dict:
     mark("model")
 
     if path.startswith("streaming"):
+        from mmae_utils import training
         from mmae_utils.training import embed, train
+
+        if path == "streaming-autotune":  # train() as it was before tf.data autotuning was off
+            import tensorflow as tf
+
+            plain = training.make_dataset
+
+            def with_autotune(*a, **k):
+                options = tf.data.Options()
+                options.autotune.enabled = True
+                return plain(*a, **k).with_options(options)
+
+            training.make_dataset = with_autotune
 
         hist = train(
             model,
@@ -243,6 +259,7 @@ def worker(path: str, args) -> dict:
     out["peak_rss_gb"] = peak_rss_bytes() / GB
     out["rss_marks_gb"] = marks
     rates.append(gemm_rate())
+    batch_rates.append(gemm_rate(rows=args.batch_size, repeats=20))
     rate_1thread = max(rate_1thread, gemm_rate_1thread())
     out["epoch_seconds"] = seconds
     out["epoch_cpu_seconds"] = cpu_seconds
@@ -256,6 +273,12 @@ def worker(path: str, args) -> dict:
     out["gemm_flops"] = float(np.median(rates))
     out["floor_seconds"] = 6 * out["params"] * args.cells / out["gemm_flops"]
     out["ratio"] = out["seconds_per_epoch"] / out["floor_seconds"]
+    # the same product with as many rows as a training batch: the rate matmuls of that
+    # shape can reach here (informative; the target is against the floor above)
+    out["gemm_flops_batch_rows"] = float(np.median(batch_rates))
+    out["ratio_batch_gemm"] = (
+        out["seconds_per_epoch"] * out["gemm_flops_batch_rows"] / (6 * out["params"] * args.cells)
+    )
     out["ratio_vs_best_gemm"] = (
         out["seconds_per_epoch"] * max(rates) / (6 * out["params"] * args.cells)
     )
@@ -277,8 +300,9 @@ def run_worker(path: str, argv: list[str]) -> dict:
 def table(results: list[dict]) -> str:
     head = (
         "| path | batch | XLA | s/epoch (1st) | GEMM GFLOP/s median [min-max] | floor s | "
-        "ratio (vs best GEMM) | CPU s/epoch | CPU ratio | train peak RSS GB | "
-        "peak RSS GB incl. embed |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "ratio (vs best GEMM) | batch-row GEMM GFLOP/s | ratio at it | CPU s/epoch | "
+        "CPU ratio | train peak RSS GB | peak RSS GB incl. embed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for r in results:
@@ -288,6 +312,7 @@ def table(results: list[dict]) -> str:
             f"{r['seconds_per_epoch']:.1f} ({r['epoch_seconds'][0]:.1f}) | "
             f"{np.median(g):.0f} [{g.min():.0f}-{g.max():.0f}] | {r['floor_seconds']:.1f} | "
             f"{r['ratio']:.2f} ({r['ratio_vs_best_gemm']:.2f}) | "
+            f"{r['gemm_flops_batch_rows'] / 1e9:.0f} | {r['ratio_batch_gemm']:.2f} | "
             f"{r['cpu_seconds_per_epoch']:.1f} | {r['cpu_ratio']:.2f} | "
             f"{r['train_peak_rss_gb']:.2f} | {r['peak_rss_gb']:.2f} |"
         )
@@ -309,7 +334,14 @@ def main() -> None:
         help="also run the streaming path with XLA (train(..., jit_compile=True))",
     )
     parser.add_argument(
-        "--worker", choices=["streaming", "streaming-xla", "dense"], help=argparse.SUPPRESS
+        "--autotune-variant",
+        action="store_true",
+        help="also run the streaming path with tf.data autotuning on (as before it was off)",
+    )
+    parser.add_argument(
+        "--worker",
+        choices=["streaming", "streaming-xla", "streaming-autotune", "dense"],
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
 
@@ -317,10 +349,13 @@ def main() -> None:
         print("RESULT " + json.dumps(worker(args.worker, args)), flush=True)
         return
 
-    argv = [a for a in sys.argv[1:] if a not in ("--skip-dense", "--xla-variant")]
+    flags = ("--skip-dense", "--xla-variant", "--autotune-variant")
+    argv = [a for a in sys.argv[1:] if a not in flags]
     results = [run_worker("streaming", argv)]
     if args.xla_variant:
         results.append(run_worker("streaming-xla", argv))
+    if args.autotune_variant:
+        results.append(run_worker("streaming-autotune", argv))
     if not args.skip_dense:
         import psutil
 
@@ -341,7 +376,9 @@ def main() -> None:
     print(
         "floor = 6 x parameters x cells / GEMM rate (median of the samples of the run); "
         "CPU ratio = CPU seconds of the process per epoch / (6 x parameters x cells / "
-        "one-thread GEMM rate), insensitive to other load on the machine"
+        "one-thread GEMM rate), insensitive to other load on the machine; batch-row GEMM: "
+        f"the floor's product with {args.batch_size} rows, the rate matmuls of a training "
+        "batch's shape reach here (informative: the target is against the floor)"
     )
     if results[-1]["path"] == "dense":
         d = results[-1]

@@ -45,7 +45,9 @@ __all__ = [
     "PRESETS",
     "ModalityDropout",
     "MultiModalAutoencoder",
+    "bce_logits_per_cell",
     "build_model",
+    "mse_per_cell",
 ]
 
 #: Named configurations of :func:`build_model` (``preset=...``). ``"seed"`` is the
