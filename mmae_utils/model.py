@@ -105,9 +105,10 @@ def mse_per_cell(target, pred):
 
     The same numbers as ``ops.mean(ops.square(pred - target), axis=-1)``, with the
     gradient written out (``2 (pred - target) / features``, scaled by the upstream
-    gradient of each cell) so that backpropagation costs one element-wise pass over the
-    batch instead of the several that automatic differentiation of the mean, the square
-    and the difference takes (see ``benchmarks/README.md``, Training).
+    gradient of each cell, reusing the forward difference) so that backpropagation costs
+    one element-wise op over the batch instead of the several that automatic
+    differentiation of the mean, the square and the difference takes (see
+    ``benchmarks/README.md``, Training).
     """
     diff = pred - target
     loss = ops.mean(ops.square(diff), axis=-1)
@@ -129,9 +130,9 @@ def bce_logits_per_cell(target, logits):
 
     Computed as ``softplus(logits) - target * logits``, the same quantity as
     ``ops.binary_crossentropy(target, logits, from_logits=True)`` (TensorFlow's
-    ``max(x, 0) - x t + log1p(exp(-|x|))``) up to round-off, in two element-wise passes
+    ``max(x, 0) - x t + log1p(exp(-|x|))``) up to round-off, with three element-wise ops
     instead of seven; the gradient ``(sigmoid(logits) - target) / features`` is written
-    out, one pass instead of about eight (see ``benchmarks/README.md``, Training).
+    out: three ops instead of about eight (see ``benchmarks/README.md``, Training).
     """
     loss = ops.mean(ops.softplus(logits) - target * logits, axis=-1)
 
