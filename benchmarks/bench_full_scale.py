@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--skip-evaluation", action="store_true")
     args = parser.parse_args()
 
-    from mmae_utils import data, features
+    from mmae_utils import data, features, pp
     from mmae_utils._utils import set_seed
     from mmae_utils.datasets import REAL_N_CELLS, REAL_N_GENES, REAL_N_PEAKS, synthetic_bmmc
 
@@ -143,7 +143,7 @@ def main() -> None:
 
     with stage("model inputs (free the counts)", sampler):
         g_sel, a_sel = data.split_modalities(selected, copy=False)
-        x_gex, x_atac = data.gex_input(g_sel), data.atac_input(a_sel)
+        x_gex, x_atac = pp.log_normalized(g_sel), pp.binarized(a_sel)
         del g_sel, a_sel
         if args.skip_evaluation:  # evaluation needs the selected counts (cell cycle, baselines)
             del selected.layers["counts"]

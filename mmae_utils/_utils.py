@@ -81,6 +81,12 @@ def to_csr(x) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(x))
 
 
+def row_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` pairs covering ``range(n)`` in steps of ``size`` (the last may be shorter)."""
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
 def row_blocks(x: sp.csr_matrix, max_nnz: int = 1 << 22) -> Iterator[tuple[int, int]]:
     """Row ranges ``(start, stop)`` of a CSR matrix holding about ``max_nnz`` stored values each.
 

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ._utils import atomic_path, logger, scale_rows_inplace, to_csr
+from ._utils import atomic_path, logger, row_ranges, to_csr
 
 GEX, ATAC = "GEX", "ATAC"
 #: Smallest dataset the pipeline accepts.
@@ -53,11 +53,6 @@ def _fmt_examples(values, k: int = 5) -> str:
     return ", ".join(repr(v) for v in values[:k]) + more
 
 
-def _row_chunks(n: int, chunk: int):
-    for start in range(0, n, chunk):
-        yield start, min(start + chunk, n)
-
-
 def _scan_counts(
     mat, n_rows: int, *, integer: bool, where: str, chunk: int = CHUNK_SIZE, progress: bool = False
 ):
@@ -68,7 +63,7 @@ def _scan_counts(
     col_nnz = None
     empty_rows = 0
     bar = tqdm(total=n_rows, desc=f"validating {where}", unit="cell", disable=not progress)
-    for start, stop in _row_chunks(n_rows, chunk):
+    for start, stop in row_ranges(n_rows, chunk):
         block = mat[start:stop]
         block = to_csr(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
         data = block.data
@@ -102,104 +97,8 @@ def _scan_counts(
     return empty_rows, col_nnz
 
 
-def _counts_matrix(adata: ad.AnnData, layer: str | None, what: str = "model input"):
-    """``adata.layers[layer]``, or ``X`` with a warning naming ``what`` when the layer is absent."""
-    if layer is not None and layer in adata.layers:
-        return adata.layers[layer]
-    if layer is not None:
-        warnings.warn(
-            f"{what}: layers[{layer!r}] is absent, using adata.X instead. This step is meant to "
-            "start from raw counts: store them in adata.layers['counts'] if you have them.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return adata.X
-
-
-def log_normalize(counts, *, target_sum: float = 1e4, copy: bool = True) -> sp.csr_matrix:
-    """``log1p`` of counts scaled to ``target_sum`` per cell (scanpy's normalize_total + log1p).
-
-    Works on one float32 copy of ``counts`` (or, with ``copy=False`` and a float32 CSR
-    input, on ``counts`` itself), transformed in place in row blocks, so the peak memory
-    is the input plus at most one copy.
-
-    Returns
-    -------
-    A ``csr_matrix`` of dtype float32 (new unless ``copy=False`` allowed reuse); cells
-    without counts stay zero.
-    """
-    x = to_csr(counts).astype(np.float32, copy=copy)
-    totals = np.asarray(x.sum(axis=1)).ravel()
-    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    scale_rows_inplace(x, scale.astype(np.float32))
-    np.log1p(x.data, out=x.data)
-    x.eliminate_zeros()
-    return x
-
-
-def gex_input(gex: ad.AnnData, *, layer: str | None = "counts", target_sum: float = 1e4):
-    """Log-normalised GEX model input: ``log1p(normalize_total(counts))``, CSR float32.
-
-    Parameters
-    ----------
-    gex
-        Cells x genes (already restricted to the genes to use).
-    layer
-        Layer holding raw counts; falls back to ``X`` with a warning when absent.
-    target_sum
-        Counts per cell after normalisation.
-
-    Returns
-    -------
-    ``scipy.sparse.csr_matrix`` of dtype float32, cells x genes. ``gex`` is not modified.
-    """
-    return log_normalize(_counts_matrix(gex, layer, "gex_input"), target_sum=target_sum)
-
-
-def atac_input(atac: ad.AnnData, *, layer: str | None = "counts"):
-    """Binarised ATAC model input (accessible = 1), CSR float32.
-
-    Parameters
-    ----------
-    atac
-        Cells x peaks (already restricted to the peaks to use).
-    layer
-        Layer holding raw counts; falls back to ``X`` with a warning when absent.
-
-    Returns
-    -------
-    ``scipy.sparse.csr_matrix`` of dtype float32 with values in {0, 1}. ``atac`` is not modified.
-    """
-    return binarize(_counts_matrix(atac, layer, "atac_input"))
-
-
-def binarize(counts, *, copy: bool = True) -> sp.csr_matrix:
-    """Accessible or not: stored non-zero counts become 1.0, explicit zeros are dropped.
-
-    With ``copy=False`` a float32 CSR ``counts`` is overwritten and returned (no copy).
-
-    Returns
-    -------
-    ``scipy.sparse.csr_matrix`` of dtype float32 with values in {0, 1}.
-    """
-    counts = to_csr(counts)
-    if counts.dtype != np.float32:
-        counts, copy = counts.astype(np.float32), False  # astype made a copy already
-    if copy:
-        x = sp.csr_matrix(
-            (np.ones(counts.nnz, dtype=np.float32), counts.indices.copy(), counts.indptr.copy()),
-            shape=counts.shape,
-        )
-        if counts.nnz and not counts.data.all():  # explicit zeros
-            x.data[counts.data == 0] = 0
-            x.eliminate_zeros()
-        return x
-    counts.data[counts.data != 0] = 1.0
-    counts.eliminate_zeros()
-    return counts
-
-
-def _feature_types(adata: ad.AnnData) -> np.ndarray:
+def feature_types(adata: ad.AnnData) -> np.ndarray:
+    """``var["feature_types"]`` as strings, checked to be "GEX" or "ATAC" (clear errors otherwise)."""
     if "feature_types" not in adata.var:
         raise MultiomeError(
             "var['feature_types'] is missing, so GEX and ATAC features cannot be told apart. "
@@ -274,7 +173,7 @@ def validate_multiome(
             f"{len(dup)} feature names occur more than once, e.g. {_fmt_examples(dup)}. Feature "
             "names must be unique: call adata.var_names_make_unique()."
         )
-    ft = _feature_types(adata)
+    ft = feature_types(adata)
     n_gex, n_atac = int(np.sum(ft == GEX)), int(np.sum(ft == ATAC))
     for name, n in ((GEX, n_gex), (ATAC, n_atac)):
         if n == 0:
@@ -490,7 +389,7 @@ def split_modalities(adata: ad.AnnData, *, copy: bool = True) -> tuple[ad.AnnDat
     ``(gex, atac)``: AnnData objects with the same cells and ``obs`` (and ``obsm``), holding
     only the features whose ``feature_types`` is "GEX" resp. "ATAC", in their original order.
     """
-    ft = _feature_types(adata)
+    ft = feature_types(adata)
     parts = []
     for name in (GEX, ATAC):
         mask = ft == name
@@ -573,7 +472,7 @@ def summarize(adata: ad.AnnData, *, layer: str = "counts"):
     """
     import pandas as pd
 
-    ft = _feature_types(adata)
+    ft = feature_types(adata)
     per_cell = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
     per_cell_n = {m: np.zeros(adata.n_obs) for m in (GEX, ATAC)}
     cols = {m: np.flatnonzero(ft == m) for m in (GEX, ATAC)}
@@ -697,7 +596,7 @@ def iter_counts(
         cols, whole = None, True
     try:
         bar = tqdm(total=adata.n_obs, desc=desc, unit="cell", disable=not progress)
-        for start, stop in _row_chunks(adata.n_obs, chunk_size):
+        for start, stop in row_ranges(adata.n_obs, chunk_size):
             block = counts[start:stop]
             block = to_csr(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
             if not whole:

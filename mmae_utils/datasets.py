@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ._utils import atomic_path, logger
-from .data import log_normalize
+from .pp import log_normalize
 
 # --------------------------------------------------------------------------------------
 # Facts about the real file (GSE194122, multiome part)

@@ -49,7 +49,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._utils import column_sums, logger, row_blocks, to_csr
+from . import pp
+from ._utils import logger
+from .baselines import BASELINES, MAX_DIMS, baselines
 
 __all__ = [
     "BASELINES",
@@ -64,7 +66,6 @@ __all__ = [
     "optimal_clustering",
     "seed_difference",
     "silhouette_samples",
-    "tfidf",
 ]
 
 #: The six competition metrics whose mean is ``overall`` (all in [0, 1], higher is better).
@@ -93,14 +94,8 @@ COLUMNS = (
 #: Metrics :func:`evaluate` can compute (``metrics=`` accepts any subset).
 _ALL_METRICS = ("NMI", "ARI", *METRICS[1:])
 
-#: Baselines :func:`baselines` can compute, in their default order.
-BASELINES = ("pca_concat", "pca_competition", "gex_pca", "atac_lsi", "random")
-
 #: The competition's clustering resolutions (``scib`` ``opt_louvain``: 0.1, 0.2, ..., 2.0).
 COMPETITION_RESOLUTIONS = tuple(round(0.1 * i, 1) for i in range(1, 21))
-
-#: Embeddings may have at most this many dimensions (the competition's limit).
-MAX_DIMS = 100
 
 _COARSE_STEP = 4  # coarse-to-fine search: every 4th grid point, then +-3 around the best
 
@@ -504,7 +499,7 @@ def _gex_part(adata: ad.AnnData, gex: ad.AnnData | None) -> tuple[ad.AnnData | N
 
 def _log_normalised(part: ad.AnnData, layer: str) -> sp.csr_matrix:
     """``log1p(normalize_total(counts))`` of ``part`` (works on backed data too)."""
-    from .data import gex_input, is_backed, read_counts
+    from .data import is_backed, read_counts
 
     if is_backed(part):
         counts = read_counts(part, layer=layer)
@@ -514,7 +509,7 @@ def _log_normalised(part: ad.AnnData, layer: str) -> sp.csr_matrix:
         layer = None if part.X is not None else layer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # X fallback: reported by our own log
-        return sp.csr_matrix(gex_input(part, layer=layer))
+        return sp.csr_matrix(pp.log_normalized(part, layer=layer))
 
 
 class _CellCycle:
@@ -887,330 +882,6 @@ def evaluate(
     df.attrs["details"] = details
     df.attrs["timeline"] = timeline
     return df
-
-
-# --------------------------------------------------------------------------------------
-# Baselines
-# --------------------------------------------------------------------------------------
-
-
-def _owned_counts(adata: ad.AnnData, name: str, layer: str) -> sp.csr_matrix:
-    """A fresh CSR copy of the ``name`` features' counts, safe to transform in place.
-
-    One copy only: the columns are cut from the whole matrix (or read from the backed
-    file) directly, without an AnnData view materialising its own copy first.
-    """
-    from .data import _counts_matrix, _feature_types, is_backed, read_counts
-
-    cols = np.flatnonzero(_feature_types(adata) == name)
-    if cols.size == 0:
-        raise ValueError(f"adata has no {name} features (var['feature_types'] == {name!r}).")
-    if is_backed(adata):
-        return to_csr(read_counts(adata[:, cols], layer=layer))
-    counts = _counts_matrix(adata, layer, "baselines")
-    if cols[-1] - cols[0] + 1 == cols.size:  # one contiguous block
-        cols = slice(int(cols[0]), int(cols[-1]) + 1)
-    if sp.issparse(counts):
-        return to_csr(to_csr(counts)[:, cols])
-    return sp.csr_matrix(np.asarray(counts)[:, cols])
-
-
-def _column_means(x, center: bool) -> np.ndarray:
-    """Float64 column means of ``x`` (CSR or dense) for centring, zeros without."""
-    if not center:
-        return np.zeros(x.shape[1])
-    sums = column_sums(x) if sp.issparse(x) else x.sum(axis=0, dtype=np.float64)
-    return sums / x.shape[0]
-
-
-def _component_signs(vt: np.ndarray) -> np.ndarray:
-    """+-1 per component (row of ``vt``) making its largest absolute loading positive."""
-    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
-    return np.where(signs == 0, 1, signs)
-
-
-def _truncated_svd(x, n_comps: int, seed: int, *, center: bool = False):
-    """Top ``n_comps`` singular triplets of ``x`` (optionally column-centred, implicitly).
-
-    ARPACK through a ``LinearOperator``, as ``TruncatedSVD(algorithm="arpack")`` and
-    scanpy's sparse PCA do, but without the copy of ``x`` they make. Components come in
-    decreasing order, each signed so that its largest absolute loading is positive.
-
-    Returns
-    -------
-    ``(scores, components, mean)``: ``U * S`` (cells x n_comps, float64), ``V^T``
-    (n_comps x features) and the column means used for centring (zeros without).
-    """
-    from scipy.sparse.linalg import LinearOperator, svds
-    from sklearn.utils import check_random_state
-
-    x = to_csr(x) if sp.issparse(x) else np.asarray(x)
-    mean = _column_means(x, center)
-    xt = x.T
-
-    def matvec(v):
-        return x @ v - mean @ v if center else x @ v
-
-    def rmatvec(v):
-        return xt @ v - np.multiply.outer(mean, v.sum(axis=0)) if center else xt @ v
-
-    dtype = np.float64 if center else x.dtype
-    op = LinearOperator(
-        x.shape, matvec=matvec, rmatvec=rmatvec, matmat=matvec, rmatmat=rmatvec, dtype=dtype
-    )
-    v0 = check_random_state(seed).uniform(-1, 1, size=min(x.shape))
-    u, s, vt = svds(op, k=n_comps, v0=v0, tol=0.0)
-    order = np.argsort(-s)
-    u, s, vt = u[:, order], s[order], vt[order]
-    signs = _component_signs(vt)
-    return (u * s) * signs, vt * signs[:, None], mean
-
-
-def _gram_svd(x, n_comps: int, *, center: bool = False, block: int = 4096):
-    """Top ``n_comps`` singular triplets from the features x features Gram matrix.
-
-    For many components of a tall matrix (e.g. 100 of 69k cells x 5,000 peaks) this is far
-    faster than ARPACK: the Gram matrix is summed over dense row blocks with BLAS (memory:
-    one block plus features^2 float64), then ``eigh`` keeps the top eigenpairs. Exact up
-    to round-off (``sqrt`` of the eigenvalues loses precision for singular values below
-    about 1e-8 of the largest, far below the components anyone keeps). Same signs and
-    outputs as :func:`_truncated_svd`.
-    """
-    import scipy.linalg
-
-    x = to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
-    n, f = x.shape
-    mean = _column_means(x, center)
-    gram = np.zeros((f, f))
-    for start in range(0, n, block):
-        b = x[start : start + block]
-        b = b.toarray() if sp.issparse(b) else np.asarray(b)
-        gram += b.T @ b
-    if center:
-        gram -= n * np.outer(mean, mean)
-    w, v = scipy.linalg.eigh(gram, subset_by_index=[f - n_comps, f - 1])
-    vt = v[:, ::-1].T
-    vt = vt * _component_signs(vt)[:, None]
-    scores = np.asarray(x @ vt.T) - (mean @ vt.T if center else 0.0)
-    return scores, vt, mean
-
-
-def _pca(x, n_comps: int, seed: int, what: str) -> np.ndarray:
-    """Zero-centred PCA scores (implicitly centred for sparse input), float32."""
-    import scanpy as sc
-
-    limit = min(x.shape) - 1
-    if n_comps > limit:
-        raise ValueError(
-            f"{what}: {n_comps} components requested but the data ({x.shape[0]} cells x "
-            f"{x.shape[1]} features) allow at most {limit}."
-        )
-    with _quiet():
-        scores = sc.pp.pca(
-            x, n_comps=n_comps, zero_center=True, svd_solver="arpack", random_state=seed
-        )
-    return np.asarray(scores, dtype=np.float32)
-
-
-def tfidf(x) -> sp.csr_matrix:
-    """Signac's TF-IDF (``method=1``): ``log1p(count / cell total * n_cells / peak total * 1e4)``.
-
-    Parameters
-    ----------
-    x
-        Cells x peaks (binarised or raw counts).
-
-    Returns
-    -------
-    ``scipy.sparse.csr_matrix`` float32 of the same shape; cells or peaks without counts
-    give zeros.
-    """
-    return _tfidf_inplace(to_csr(x).astype(np.float32, copy=True))
-
-
-def _tfidf_shared_indices(x_bin) -> sp.csr_matrix:
-    """:func:`tfidf` on a copy of the data array only; the index arrays are shared with
-    ``x_bin`` (never modified: zeros stay stored), saving a third of a matrix copy."""
-    x_bin = to_csr(x_bin)
-    values = x_bin.data.astype(np.float32, copy=True)
-    shared = sp.csr_matrix((values, x_bin.indices, x_bin.indptr), shape=x_bin.shape)
-    return _tfidf_inplace(shared, drop_zeros=False)
-
-
-def _tfidf_inplace(x: sp.csr_matrix, *, drop_zeros: bool = True) -> sp.csr_matrix:
-    """:func:`tfidf` overwriting ``x.data`` (float32 CSR); ``x.indices`` / ``indptr`` are
-    left alone when ``drop_zeros=False`` (so they may be shared with another matrix)."""
-    n_cells, n_peaks = x.shape
-    cell_tot = np.asarray(x.sum(axis=1, dtype=np.float64)).ravel()
-    peak_tot = column_sums(x)
-    inv_cell = np.divide(1.0, cell_tot, out=np.zeros_like(cell_tot), where=cell_tot > 0)
-    idf = np.divide(n_cells, peak_tot, out=np.zeros_like(peak_tot), where=peak_tot > 0)
-    for start, stop in row_blocks(x):  # float64 arithmetic on one block at a time
-        lo, hi = x.indptr[start], x.indptr[stop]
-        value = x.data[lo:hi].astype(np.float64)
-        value *= np.repeat(inv_cell[start:stop], np.diff(x.indptr[start : stop + 1]))
-        value *= idf[x.indices[lo:hi]]
-        value *= 1e4
-        x.data[lo:hi] = np.log1p(value)
-    if drop_zeros:
-        x.eliminate_zeros()
-    return x
-
-
-def _lsi(x_bin, n_comps: int, seed: int) -> np.ndarray:
-    """TF-IDF, truncated SVD with ``n_comps + 1`` components, first (depth) one dropped."""
-    x = _tfidf_shared_indices(x_bin)
-    limit = min(x.shape) - 1
-    if n_comps + 1 > limit:
-        raise ValueError(
-            f"ATAC LSI: {n_comps} components (+1 dropped) requested but the data "
-            f"({x.shape[0]} cells x {x.shape[1]} peaks) allow at most {limit - 1}."
-        )
-    scores = _truncated_svd(x, n_comps + 1, seed)[0][:, 1:]
-    return (scores - scores.mean(axis=0)).astype(np.float32)
-
-
-def _block_scaled(x: np.ndarray) -> np.ndarray:
-    """Scale a block so that its total variance (sum over components) is 1."""
-    total = float(np.sqrt(np.var(x, axis=0).sum()))
-    return (x / total if total > 0 else x).astype(np.float32)
-
-
-def _top_sd(x: sp.csr_matrix, n_top: int) -> sp.csr_matrix:
-    """Columns with the largest standard deviation (the competition's ``colSds`` selection)."""
-    x = to_csr(x)
-    if x.shape[1] <= n_top:
-        return x
-    mean = column_sums(x) / x.shape[0]
-    mean_sq = column_sums(x, squares=True) / x.shape[0]
-    sd = np.sqrt(np.maximum(mean_sq - mean**2, 0))
-    top = np.sort(np.argsort(-sd, kind="stable")[:n_top])
-    return x[:, top]
-
-
-def baselines(
-    adata: ad.AnnData,
-    *,
-    n_comps: int = 20,
-    methods: Sequence[str] = BASELINES,
-    n_top_competition: int = 1000,
-    layer: str = "counts",
-    seed: int = 0,
-    inplace: bool = True,
-) -> dict[str, str] | dict[str, np.ndarray]:
-    """Baseline embeddings with ``n_comps`` dimensions each (the autoencoder's latent size).
-
-    All are computed from the raw counts in ``layers[layer]`` of the features ``adata``
-    holds (pass the selected features: the autoencoder's inputs), GEX and ATAC told apart
-    by ``var["feature_types"]``; GEX is log-normalised (``normalize_total`` + ``log1p``, as
-    :func:`~mmae_utils.data.gex_input`) and ATAC binarised (:func:`~mmae_utils.data.atac_input`).
-
-    - ``pca_concat``: the original notebook's question, concatenated per-modality PCA:
-      GEX PCA (``ceil(n_comps / 2)`` components, centred, genes not scaled) next to ATAC LSI
-      (``floor(n_comps / 2)``; Signac's TF-IDF, truncated SVD with one extra component, the
-      first dropped because it tracks sequencing depth). Each block is divided by its total
-      standard deviation, so both modalities weigh the same in Euclidean distances (as the
-      autoencoder's 0.5 / 0.5 loss weights) while each block keeps the relative variance
-      of its components (as PCA scores do).
-    - ``pca_competition``: the NeurIPS 2021 starter kit's PCA baseline
-      (``baseline_pca``): per modality the ``n_top_competition`` features with the highest
-      standard deviation, concatenated, one centred PCA. The competition used each
-      modality's normalised ``X``; here the log-normalised GEX and binarised ATAC above.
-    - ``gex_pca``: GEX PCA alone; ``atac_lsi``: ATAC LSI alone (components centred, kept
-      at their singular-value scale).
-    - ``random``: standard normal noise, the floor (the competition's ``dummy_random``).
-
-    Parameters
-    ----------
-    adata
-        Multiome AnnData with the features to use and their counts (in memory or backed).
-    n_comps
-        Dimensions of every baseline (at least 2, at most :data:`MAX_DIMS`).
-    methods
-        Which of :data:`BASELINES` to compute.
-    n_top_competition
-        Features per modality for ``pca_competition`` (1000 in the starter kit).
-    layer
-        Layer with raw counts (falls back to ``X`` with a warning).
-    seed
-        Random state (PCA/SVD start vectors, the random embedding).
-    inplace
-        Write the embeddings to ``adata.obsm``.
-
-    Returns
-    -------
-    With ``inplace=True``: ``{method: obsm key}`` (ready to pass to :func:`evaluate`), having
-    written ``adata.obsm["X_pca_concat"]``, ``["X_pca_competition"]``, ``["X_gex_pca"]``,
-    ``["X_atac_lsi"]``, ``["X_random"]`` (float32, cells x ``n_comps``) for the methods
-    asked. With ``inplace=False``: ``{method: array}``, and ``adata`` is not modified.
-    """
-    methods = list(dict.fromkeys(methods))
-    unknown = sorted(set(methods) - set(BASELINES))
-    if unknown:
-        raise ValueError(f"Unknown baselines {unknown}; choose from {list(BASELINES)}.")
-    n_comps = int(n_comps)
-    if not 2 <= n_comps <= MAX_DIMS:
-        raise ValueError(f"n_comps must be between 2 and {MAX_DIMS}, got {n_comps}.")
-    from .data import binarize, log_normalize
-
-    cache: dict[str, sp.csr_matrix] = {}
-
-    # One owned copy of each modality's counts, transformed in place (memory: at full
-    # scale these copies, not the PCA, set the peak).
-    def gex_x():
-        if "gex" not in cache:
-            cache["gex"] = log_normalize(_owned_counts(adata, "GEX", layer), copy=False)
-        return cache["gex"]
-
-    def atac_x():
-        if "atac" not in cache:
-            cache["atac"] = binarize(_owned_counts(adata, "ATAC", layer), copy=False)
-        return cache["atac"]
-
-    # Memory: run the methods in an order that lets each modality's copy go as soon as
-    # no remaining method needs it (pca_competition last: it frees them mid-way).
-    needs = {"pca_concat": {"gex", "atac"}, "pca_competition": {"gex", "atac"}}
-    needs |= {"gex_pca": {"gex"}, "atac_lsi": {"atac"}, "random": set()}
-    run_order = ("random", "gex_pca", "pca_concat", "atac_lsi", "pca_competition")
-    order = sorted(methods, key=run_order.index)
-
-    def release(done: int) -> None:
-        still = set().union(*(needs[m] for m in order[done + 1 :]))
-        for name in set(cache) - still:
-            del cache[name]
-
-    out: dict[str, np.ndarray] = {}
-    for i, method in enumerate(order):
-        if method == "pca_concat":
-            n_gex = (n_comps + 1) // 2
-            g = _block_scaled(_pca(gex_x(), n_gex, seed, "pca_concat (GEX part)"))
-            a = _block_scaled(_lsi(atac_x(), n_comps - n_gex, seed))
-            out[method] = np.hstack([g, a])
-        elif method == "pca_competition":
-            top_gex = _top_sd(gex_x(), n_top_competition)
-            release(i)  # drops the GEX copy unless a later method needs it
-            top_atac = _top_sd(atac_x(), n_top_competition)
-            release(i)
-            x = sp.hstack([top_gex, top_atac], format="csr")
-            del top_gex, top_atac
-            out[method] = _pca(x, n_comps, seed, "pca_competition")
-            del x
-        elif method == "gex_pca":
-            out[method] = _pca(gex_x(), n_comps, seed, "gex_pca")
-        elif method == "atac_lsi":
-            out[method] = _lsi(atac_x(), n_comps, seed)
-        elif method == "random":
-            rng = np.random.default_rng(seed)
-            out[method] = rng.standard_normal((adata.n_obs, n_comps)).astype(np.float32)
-        release(i)
-    out = {method: out[method] for method in methods}  # the order asked for
-    if not inplace:
-        return out
-    keys = {}
-    for method, x in out.items():
-        keys[method] = f"X_{method}"
-        adata.obsm[keys[method]] = x
-    return keys
 
 
 # --------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 from ._compat import import_episcanpy
 from ._utils import logger, to_csr
-from .data import CHUNK_SIZE, _counts_matrix, atac_input
+from .data import CHUNK_SIZE
+from .pp import binarized, counts_matrix
 
 
 def _check_n_top(n_top: int, n_available: int, what: str) -> int:
@@ -113,7 +114,7 @@ def select_gex(
             chunk_size=chunk_size, progress=progress,
         )  # fmt: skip
         return _finish_gex(gex, result, n_top, flavor, inplace)
-    x = _counts_matrix(gex, layer, "select_gex")
+    x = counts_matrix(gex, layer, "select_gex")
     if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
         raise ValueError(
             f"flavor={flavor!r} expects raw counts, but the data in "
@@ -249,7 +250,7 @@ def select_atac(
         result["prop_shared_cells"] = result["n_cells"] / atac.n_obs
         result["variability_score"] = 1 - np.abs(result["prop_shared_cells"] - 0.5)  # as episcanpy
     else:
-        binary = atac_input(atac, layer=layer)  # cells, not fragments, for episcanpy
+        binary = binarized(atac, layer=layer)  # cells, not fragments, for episcanpy
         epi = import_episcanpy()
         tmp = ad.AnnData(X=binary, var=pd.DataFrame(index=atac.var_names))
         epi.pp.cal_var(tmp, show=False)

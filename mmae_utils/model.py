@@ -242,7 +242,7 @@ class InputTransform(keras.layers.Layer):
     - GEX ``"standardize"``: per-gene z-scores of the log-normalised values, clipped at
       ``clip`` (scanpy's ``pp.scale(max_value=10)``).
     - ATAC ``"tfidf"``: Signac's TF-IDF of the binarised peaks,
-      ``log1p(x / cell total * idf * 1e4)`` (:func:`mmae_utils.evaluation.tfidf`), with
+      ``log1p(x / cell total * idf * 1e4)`` (:func:`mmae_utils.pp.tfidf`), with
       the inverse document frequencies of the training cells.
     - ``"svd"``: the first ``n_components`` principal components: for GEX a centred PCA
       of the log-normalised values, for ATAC an LSI (TF-IDF, truncated SVD with one extra
@@ -362,10 +362,11 @@ class InputTransform(keras.layers.Layer):
 
         ``x`` is the model input of the modality (log-normalised GEX or binarised ATAC);
         it is not modified. Deterministic: the SVD is exact (see
-        :func:`mmae_utils.evaluation._gram_svd`), no seed needed. Returns ``self``.
+        :func:`mmae_utils.pp.svd`), no seed needed. Returns ``self``.
         """
         import scipy.sparse as sp
 
+        from . import pp
         from ._utils import column_sums, to_csr
 
         if self.identity:
@@ -391,8 +392,7 @@ class InputTransform(keras.layers.Layer):
             values["mean"] = mean
             values["inv_sd"] = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
         elif self.modality == "atac" and self.mode in ("tfidf", "svd"):
-            peak_tot = column_sums(x)
-            values["idf"] = np.divide(n, peak_tot, out=np.zeros_like(peak_tot), where=peak_tot > 0)
+            values["idf"] = pp.idf(x)
         if self.mode == "svd":
             values.update(self._fit_svd(x))
         for name, value in values.items():
@@ -403,29 +403,17 @@ class InputTransform(keras.layers.Layer):
         return self
 
     def _fit_svd(self, x) -> dict[str, np.ndarray]:
-        from .evaluation import _gram_svd, _tfidf_shared_indices
+        from . import pp
 
         k = self.n_components
         if self.modality == "gex":  # PCA: top eigenvectors of the centred Gram matrix
-            scores, comp, mean = _gram_svd(x, k, center=True)
-            rms_sd = float(np.sqrt(np.var(scores, axis=0, ddof=1).mean()))
-            return {
-                "mean": mean,
-                "loadings": comp.T,
-                "inv_scale": 1.0 / rms_sd if rms_sd > 0 else 1.0,
-            }
-        # LSI: TF-IDF, one extra component, the first dropped
-        t = _tfidf_shared_indices(x)
-        scores, comp, _ = _gram_svd(t, k + 1)
-        del t
-        scores, comp = scores[:, 1:], comp[1:]
+            scores, comp, mean = pp.pca(x, k, what="gex_input='svd'")
+            inv_scale = pp.block_scale_factor(scores, size="rms", ddof=1)
+            return {"mean": mean, "loadings": comp.T, "inv_scale": inv_scale}
+        scores, comp = pp.lsi(x, k, what="atac_input='svd'")  # TF-IDF, first comp dropped
         center = scores.mean(axis=0)
-        rms_sd = float(np.sqrt(np.var(scores, axis=0).mean()))
-        return {
-            "loadings": comp.T,
-            "center": center,
-            "inv_scale": 1.0 / rms_sd if rms_sd > 0 else 1.0,
-        }
+        inv_scale = pp.block_scale_factor(scores, size="rms")
+        return {"loadings": comp.T, "center": center, "inv_scale": inv_scale}
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Map transformed values back to the input's scale, as far as the mode allows.

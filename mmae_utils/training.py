@@ -9,8 +9,8 @@ batches the same way.
 
 Inputs ``gex`` / ``atac`` may be ``scipy.sparse`` matrices or arrays (any format; CSR is
 used as is), dense NumPy arrays, or AnnData objects (cells x selected features). AnnData
-are turned into model inputs with :func:`mmae_utils.data.gex_input` (log1p-normalised
-counts) and :func:`mmae_utils.data.atac_input` (binarised counts) from ``layers[layer]``,
+are turned into model inputs with :func:`mmae_utils.pp.log_normalized` (log1p-normalised
+counts) and :func:`mmae_utils.pp.binarized` (binarised counts) from ``layers[layer]``,
 and their ``var_names`` are checked against the features the model was trained on.
 """
 
@@ -76,10 +76,10 @@ def _as_matrix(x, modality: str, *, layer: str | None):
     """Model input for one modality: (CSR float32 or C-contiguous float32 array, names)."""
     names = None
     if _is_anndata(x):
-        from .data import atac_input, gex_input
+        from .pp import binarized, log_normalized
 
         names = tuple(str(n) for n in x.var_names)
-        x = gex_input(x, layer=layer) if modality == "gex" else atac_input(x, layer=layer)
+        x = log_normalized(x, layer=layer) if modality == "gex" else binarized(x, layer=layer)
     if sp.issparse(x):
         if x.ndim != 2:
             raise ValueError(f"{modality} must be 2-D (cells x features), got shape {x.shape}.")

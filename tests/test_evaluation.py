@@ -259,11 +259,12 @@ def test_asw_equal_scib(scored):
 def test_cell_cycle_equals_scib(scored):
     scib = ev._scib()
 
-    from mmae_utils.data import gex_input, split_modalities
+    from mmae_utils.data import split_modalities
+    from mmae_utils.pp import log_normalized
 
     adata, keys, df = scored
     gex, _ = split_modalities(adata)
-    pre = ad.AnnData(X=gex_input(gex), obs=adata.obs[["batch"]].copy(), var=gex.var[[]])
+    pre = ad.AnnData(X=log_normalized(gex), obs=adata.obs[["batch"]].copy(), var=gex.var[[]])
     for method in ("pca_concat", "random"):
         post = ad.AnnData(obs=adata.obs[["batch"]].copy(), obsm={"X_emb": adata.obsm[keys[method]]})
         with warnings.catch_warnings():
@@ -396,103 +397,6 @@ def test_agrees_with_scib_metrics(scored):
 
 
 # --------------------------------------------------------------------------------------
-# Baselines
-# --------------------------------------------------------------------------------------
-
-
-def test_baselines_shapes_keys_and_determinism(small_mdata):
-    adata = small_mdata.copy()
-    keys = ev.baselines(adata, n_comps=7, seed=1)
-    assert keys == {m: f"X_{m}" for m in ev.BASELINES}
-    for key in keys.values():
-        x = adata.obsm[key]
-        assert x.shape == (adata.n_obs, 7) and x.dtype == np.float32
-        assert np.isfinite(x).all()
-    again = ev.baselines(adata.copy(), n_comps=7, seed=1, inplace=False)
-    for method, key in keys.items():
-        np.testing.assert_array_equal(again[method], adata.obsm[key])
-    other = ev.baselines(adata, n_comps=7, methods=["random"], seed=2, inplace=False)
-    assert not np.array_equal(other["random"], adata.obsm["X_random"])
-
-
-def test_pca_concat_blocks(small_mdata):
-    from mmae_utils.data import atac_input, gex_input, split_modalities
-
-    adata = small_mdata.copy()
-    x = ev.baselines(adata, n_comps=9, methods=["pca_concat", "gex_pca"], inplace=False)
-    pc = x["pca_concat"]
-    gex_block, atac_block = pc[:, :5], pc[:, 5:]  # ceil(9/2) GEX components, then 4 LSI
-    # each block has total variance 1: both modalities weigh the same
-    assert np.var(gex_block, axis=0).sum() == pytest.approx(1, rel=1e-4)
-    assert np.var(atac_block, axis=0).sum() == pytest.approx(1, rel=1e-4)
-    # the GEX block is the GEX PCA (rescaled): same subspace as gex_pca's first 5 PCs
-    ref = x["gex_pca"][:, :5]
-    for j in range(5):
-        r = np.corrcoef(gex_block[:, j], ref[:, j])[0, 1]
-        assert abs(r) > 0.999
-    # the LSI block drops the depth component: not correlated with the peaks per cell
-    gex, atac = split_modalities(adata)
-    depth = np.asarray(atac_input(atac).sum(axis=1)).ravel()
-    lsi_with_first = ev._lsi(atac_input(atac), 4, 0)
-    assert lsi_with_first.shape == (adata.n_obs, 4)
-    np.testing.assert_allclose(
-        atac_block * np.sqrt(np.var(lsi_with_first, axis=0).sum()),
-        lsi_with_first,
-        rtol=1e-4,
-        atol=1e-4,
-    )
-    from sklearn.decomposition import TruncatedSVD
-
-    first = TruncatedSVD(1, algorithm="arpack", random_state=0).fit_transform(
-        ev.tfidf(atac_input(atac))
-    )[:, 0]
-    assert abs(np.corrcoef(first, depth)[0, 1]) > abs(np.corrcoef(atac_block[:, 0], depth)[0, 1])
-    assert gex_input(gex).shape[1] == gex.n_vars
-
-
-def test_tfidf_matches_signac_formula():
-    x = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=np.float32))
-    got = ev.tfidf(x).toarray()
-    dense = x.toarray()
-    tf = dense / dense.sum(axis=1, keepdims=True)
-    idf = dense.shape[0] / dense.sum(axis=0)
-    np.testing.assert_allclose(got, np.log1p(tf * idf * 1e4), rtol=1e-6)
-
-
-def test_pca_competition_uses_top_sd_features(small_mdata):
-    adata = small_mdata.copy()
-    # with n_top >= all features it is the PCA of [GEX lognorm | ATAC binary] itself
-    from mmae_utils.data import atac_input, gex_input, split_modalities
-
-    gex, atac = split_modalities(adata)
-    full = sp.hstack([gex_input(gex), atac_input(atac)]).toarray().astype(np.float64)
-    out = ev.baselines(
-        adata, n_comps=3, methods=["pca_competition"], n_top_competition=10**6, inplace=False
-    )
-    centred = full - full.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    ref = u[:, :3] * s[:3]
-    for j in range(3):
-        assert abs(np.corrcoef(out["pca_competition"][:, j], ref[:, j])[0, 1]) > 0.999
-    # n_top selects the columns of largest standard deviation
-    sel = ev._top_sd(sp.csr_matrix(full), 5).toarray()
-    top = np.sort(np.argsort(-full.std(axis=0))[:5])
-    np.testing.assert_array_equal(sel, full[:, top])
-
-
-def test_baseline_errors(small_mdata):
-    adata = small_mdata.copy()
-    with pytest.raises(ValueError, match="Unknown baselines"):
-        ev.baselines(adata, methods=["umap"])
-    with pytest.raises(ValueError, match="n_comps must be between 2 and 100"):
-        ev.baselines(adata, n_comps=101)
-    gex_only = adata[:, adata.var["feature_types"] == "GEX"].copy()
-    with pytest.raises(ValueError, match="no ATAC features"):
-        ev.baselines(gex_only, methods=["atac_lsi"])
-    assert "X_gex_pca" in ev.baselines(gex_only, methods=["gex_pca"], n_comps=4).values()
-
-
-# --------------------------------------------------------------------------------------
 # Scale: scanpy's neighbors above 8,192 cells goes through pynndescent
 # --------------------------------------------------------------------------------------
 
@@ -514,38 +418,3 @@ def test_evaluate_above_10k_cells():
     dist = adata.obsp[f"{ev.neighbors_key('X_emb')}_distances"]
     assert dist.shape == (n, n)
     assert (np.diff(sp.csr_matrix(dist).indptr) >= 14).all()  # k - 1 neighbours (or more)
-
-
-def test_truncated_svd_equals_sklearn_without_copying_the_input():
-    from sklearn.decomposition import PCA, TruncatedSVD
-
-    rng = np.random.default_rng(0)
-    x = sp.random(300, 40, density=0.3, format="csr", dtype=np.float32, random_state=1)
-    x.data = rng.poisson(2, x.nnz).astype(np.float32) + 1
-    scores, comps, _ = ev._truncated_svd(x, 5, seed=0)
-    ref = TruncatedSVD(5, algorithm="arpack", random_state=0).fit(x)
-    ref_scores = ref.transform(x)
-    for j in range(5):
-        sign = np.sign(comps[j] @ ref.components_[j])
-        np.testing.assert_allclose(scores[:, j], sign * ref_scores[:, j], rtol=1e-3, atol=1e-3)
-        # signs fixed: the largest absolute loading is positive
-        assert comps[j][np.argmax(np.abs(comps[j]))] > 0
-    # implicit centring gives PCA
-    scores, comps, mean = ev._truncated_svd(x, 4, seed=0, center=True)
-    pca = PCA(4, svd_solver="full").fit(x.toarray().astype(np.float64))
-    np.testing.assert_allclose(mean, pca.mean_, rtol=1e-5)
-    for j in range(4):
-        assert abs(np.corrcoef(scores[:, j], pca.transform(x.toarray())[:, j])[0, 1]) > 0.9999
-
-
-def test_baselines_free_copies_early_but_give_the_same_embeddings(small_mdata):
-    adata = small_mdata.copy()
-    counts_before = adata.layers["counts"].copy()
-    together = ev.baselines(adata, n_comps=6, seed=0, inplace=False)
-    assert list(together) == list(ev.BASELINES)  # the order asked for
-    for method in ev.BASELINES:
-        alone = ev.baselines(adata, n_comps=6, methods=[method], seed=0, inplace=False)
-        np.testing.assert_allclose(alone[method], together[method], rtol=1e-5, atol=1e-5)
-    reverse = ev.baselines(adata, n_comps=6, methods=ev.BASELINES[::-1], seed=0, inplace=False)
-    assert list(reverse) == list(ev.BASELINES[::-1])
-    assert (adata.layers["counts"] != counts_before).nnz == 0  # input never modified

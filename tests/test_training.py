@@ -352,9 +352,9 @@ def test_anndata_inputs_record_and_check_features(tmp_path, data):
 
 
 def _lognorm(gex_ad):
-    from mmae_utils.data import gex_input
+    from mmae_utils.pp import log_normalized
 
-    return gex_input(gex_ad)
+    return log_normalized(gex_ad)
 
 
 def test_save_load_round_trip(tmp_path, trained, data):
