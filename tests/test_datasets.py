@@ -199,6 +199,16 @@ def test_result_does_not_depend_on_chunk_size():
     assert (a.layers["counts"] != b.layers["counts"]).nnz == 0
 
 
+def test_row_ranges_cover_all_rows_in_order():
+    from mmae_utils._utils import row_ranges
+
+    assert list(row_ranges(700, 256)) == [(0, 256), (256, 512), (512, 700)]
+    assert list(row_ranges(512, 256)) == [(0, 256), (256, 512)]
+    assert list(row_ranges(0, 256)) == []
+    with pytest.raises(ValueError, match="size must be at least 1"):
+        row_ranges(10, 0)
+
+
 def test_streaming_to_disk_equals_in_memory(tmp_path):
     path = tmp_path / "sim.h5ad"
     from mmae_utils.data import is_backed
