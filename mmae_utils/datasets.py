@@ -5,12 +5,14 @@ assumed to be present, so the tutorial runs by default on :func:`demo`, a datase
 from :func:`synthetic_bmmc` (the simulator of :mod:`mmae_utils.sim`, re-exported here with
 its constants): it follows the schema of the GEO file exactly and reaches its full size in
 bounded memory by streaming to disk. :func:`fetch_bmmc` downloads and verifies the real
-file, and :func:`load_dataset` reads whichever a notebook names.
+file, :func:`load_dataset` reads whichever a notebook names, and :func:`save_input` /
+:func:`load_input` record it in a run folder for the next notebooks.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import anndata as ad
 
 from ._utils import atomic_path, logger
-from .data import load_multiome
+from .data import load_multiome, write_h5ad
 from .sim import (
     BATCH_COUNTS,
     CELL_TYPE_COUNTS,
@@ -66,6 +68,8 @@ __all__ = [
     "demo",
     "fetch_bmmc",
     "load_dataset",
+    "load_input",
+    "save_input",
 ]
 
 
@@ -249,3 +253,69 @@ def load_dataset(
         if backed:
             logger.info("%s is large for this machine's memory: reading it backed", path.name)
     return load_multiome(path, backed=bool(backed))
+
+
+# --------------------------------------------------------------------------------------
+# Run-folder bookkeeping: which data a run uses (notebook 01 records it, the others read it)
+# --------------------------------------------------------------------------------------
+
+
+def save_input(adata: ad.AnnData, run_dir: str | os.PathLike, *, source: str) -> Path:
+    """Record which data a run uses, for the next notebooks (:func:`load_input`).
+
+    A file the user named (``source`` a path, or the cached GEO file) is referenced, not
+    copied; data that exist only in memory (the built-in demo) are written to
+    ``RUN_DIR/input.h5ad``.
+
+    Parameters
+    ----------
+    adata
+        The data the run uses (as :func:`load_dataset` returned it; backed or in memory).
+    run_dir
+        The run folder (created if needed).
+    source
+        What the notebook parameter ``DATA`` named: ``"demo"``, ``"bmmc"`` or a path.
+
+    Returns
+    -------
+    Path of ``RUN_DIR/input.json`` (and ``RUN_DIR/input.h5ad`` for in-memory data).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if "mmae_backed" in adata.uns:
+        record = {"source": source, "path": adata.uns["mmae_backed"]["path"], "backed": True}
+    elif adata.filename is not None or (source not in ("demo",) and Path(str(source)).exists()):
+        path = adata.filename or Path(str(source))
+        record = {"source": source, "path": str(Path(path).resolve()), "backed": False}
+    elif source == "bmmc":
+        record = {"source": source, "path": str(fetch_bmmc()), "backed": False}
+    else:
+        path = write_h5ad(adata, run_dir / "input.h5ad")
+        record = {"source": source, "path": str(path.resolve()), "backed": False}
+    out = run_dir / "input.json"
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return out
+
+
+def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.AnnData:
+    """Read the data recorded by :func:`save_input` in ``run_dir``.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder that notebook 01 wrote ``input.json`` to.
+    backed
+        Keep the counts on disk; ``None`` reads the data as they were recorded.
+
+    Returns
+    -------
+    The AnnData (validated again, as :func:`~mmae_utils.data.load_multiome` does).
+    """
+    record_path = Path(run_dir) / "input.json"
+    if not record_path.exists():
+        raise FileNotFoundError(
+            f"{record_path} does not exist: run notebook 01_load_data with RUN_DIR={str(run_dir)!r} first."
+        )
+    record = json.loads(record_path.read_text())
+    return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
