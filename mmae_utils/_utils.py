@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, atomic writes, sparse conversion, logging."""
+"""Small shared helpers: seeding, atomic writes, row ranges, sparse conversion, logging."""
 
 from __future__ import annotations
 
@@ -82,9 +82,19 @@ def to_csr(x) -> sp.csr_matrix:
 
 
 def row_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` pairs covering ``range(n)`` in steps of ``size`` (the last may be shorter)."""
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
+    """Row ranges ``(start, stop)`` covering ``range(n)`` in steps of ``size``.
+
+    The common way to walk ``n`` rows a chunk at a time (bounded memory): the last range is
+    shorter when ``size`` does not divide ``n``, and ``n = 0`` gives none.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is smaller than 1 (checked at the call, not at the first step).
+    """
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}.")
+    return ((start, min(start + size, n)) for start in range(0, n, size))
 
 
 def row_blocks(x: sp.csr_matrix, max_nnz: int = 1 << 22) -> Iterator[tuple[int, int]]:

@@ -496,57 +496,6 @@ def summarize(adata: ad.AnnData, *, layer: str = "counts"):
     return pd.DataFrame(rows).set_index("modality").round(2)
 
 
-def save_input(adata: ad.AnnData, run_dir: str | os.PathLike, *, source: str) -> Path:
-    """Record which data a run uses, for the next notebooks (:func:`load_input`).
-
-    A file the user named (``source`` a path, or the cached GEO file) is referenced, not
-    copied; data that exist only in memory (the built-in demo) are written to
-    ``RUN_DIR/input.h5ad``.
-
-    Returns
-    -------
-    Path of ``RUN_DIR/input.json`` (and ``RUN_DIR/input.h5ad`` for in-memory data).
-    """
-    import json
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if "mmae_backed" in adata.uns:
-        record = {"source": source, "path": adata.uns["mmae_backed"]["path"], "backed": True}
-    elif adata.filename is not None or (source not in ("demo",) and Path(str(source)).exists()):
-        path = adata.filename or Path(str(source))
-        record = {"source": source, "path": str(Path(path).resolve()), "backed": False}
-    elif source == "bmmc":
-        from .datasets import fetch_bmmc
-
-        record = {"source": source, "path": str(fetch_bmmc()), "backed": False}
-    else:
-        path = write_h5ad(adata, run_dir / "input.h5ad")
-        record = {"source": source, "path": str(path.resolve()), "backed": False}
-    out = run_dir / "input.json"
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
-    return out
-
-
-def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.AnnData:
-    """Read the data recorded by :func:`save_input` in ``run_dir``.
-
-    Returns
-    -------
-    The AnnData (validated again, as :func:`load_multiome` does).
-    """
-    import json
-
-    record_path = Path(run_dir) / "input.json"
-    if not record_path.exists():
-        raise FileNotFoundError(
-            f"{record_path} does not exist: run notebook 01_load_data with RUN_DIR={str(run_dir)!r} first."
-        )
-    record = json.loads(record_path.read_text())
-    return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
-
-
 def is_backed(adata: ad.AnnData) -> bool:
     """Whether ``adata`` was read with ``load_multiome(..., backed=True)`` (counts on disk)."""
     return "mmae_backed" in adata.uns
