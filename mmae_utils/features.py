@@ -34,6 +34,98 @@ def _is_integer_valued(x) -> bool:
     return bool(np.all(np.equal(np.mod(data, 1), 0)))
 
 
+def _check_gex_only(gex: ad.AnnData) -> None:
+    """Raise if ``gex`` still holds other features: HVG selection is for genes only."""
+    if "feature_types" in gex.var and set(gex.var["feature_types"].astype(str)) - {"GEX"}:
+        raise ValueError(
+            "select_gex got non-GEX features (var['feature_types'] has "
+            f"{sorted(set(gex.var['feature_types'].astype(str)))}). Split the modalities first: "
+            "gex, atac = mmae_utils.data.split_modalities(adata)."
+        )
+
+
+def _check_batch_key(gex: ad.AnnData, batch_key: str | None) -> None:
+    """Raise if ``batch_key`` is given but not a column of ``gex.obs``."""
+    if batch_key is not None and batch_key not in gex.obs:
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
+        )
+
+
+def _check_raw_counts(gex: ad.AnnData, x, flavor: str, layer: str | None) -> None:
+    """Raise if a seurat_v3 flavor is given non-integer data: its loess model is fit on counts."""
+    if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
+        raise ValueError(
+            f"flavor={flavor!r} expects raw counts, but the data in "
+            f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
+            "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
+        )
+
+
+def _hvg_input(gex: ad.AnnData, x, batch_key: str | None) -> ad.AnnData:
+    """A bare AnnData of ``x`` (and the batch column) for scanpy, so ``gex`` is left untouched."""
+    # scanpy wants a scipy sparse *matrix* or an ndarray; copy nothing but the wrapper
+    return ad.AnnData(
+        X=to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float64),
+        obs=gex.obs[[batch_key]] if batch_key else pd.DataFrame(index=gex.obs_names),
+        var=pd.DataFrame(index=gex.var_names),
+    )
+
+
+def _hvg_retrying_span(
+    tmp: ad.AnnData, *, n_top: int, flavor: str, batch_key: str | None, span: float
+) -> pd.DataFrame:
+    """``scanpy.pp.highly_variable_genes`` on ``tmp``; a singular seurat_v3 loess fit (small
+    batches) is retried with spans 0.5 and 0.8, with a warning, before the error is explained."""
+    import scanpy as sc
+
+    kwargs = {"span": span} if flavor.startswith("seurat_v3") else {}
+    spans = [span, *[s for s in (0.5, 0.8) if s > span]] if kwargs else [None]
+    for attempt, this_span in enumerate(spans):
+        if kwargs:
+            kwargs["span"] = this_span
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*n_top_genes > number of normalized.*")
+                result = sc.pp.highly_variable_genes(
+                    tmp,
+                    n_top_genes=n_top,
+                    flavor=flavor,
+                    batch_key=batch_key,
+                    inplace=False,
+                    **kwargs,
+                )
+            break
+        except ValueError as err:
+            if "singularit" not in str(err) or attempt == len(spans) - 1:
+                raise ValueError(
+                    f"highly_variable_genes(flavor={flavor!r}) failed: {err}. With batch_key, "
+                    "every batch needs enough cells (a few hundred); try batch_key=None, a "
+                    "larger span, or merging small batches."
+                ) from err
+            warnings.warn(
+                f"seurat_v3's loess fit was singular with span={this_span} "
+                f"({'per batch' if batch_key else 'on all cells'}); retrying with "
+                f"span={spans[attempt + 1]}.",
+                UserWarning,
+                stacklevel=3,  # the caller of select_gex
+            )
+    return result
+
+
+def _keep_exactly_n_top(result: pd.DataFrame, n_top: int) -> None:
+    """Make ``result["highly_variable"]`` hold exactly ``n_top`` genes, the best by score, then
+    by position (in place)."""
+    if result["highly_variable"].sum() != n_top:
+        # flavors that threshold dispersions can tie; keep exactly n_top by rank
+        col = "dispersions_norm" if "dispersions_norm" in result else "variances_norm"
+        score = np.nan_to_num(result[col].to_numpy(dtype=float), nan=-np.inf)
+        order = np.lexsort((np.arange(len(result)), -score))
+        keep = np.zeros(len(result), bool)
+        keep[order[:n_top]] = True
+        result["highly_variable"] = keep
+
+
 def select_gex(
     gex: ad.AnnData,
     *,
@@ -90,19 +182,11 @@ def select_gex(
     ``gex.var["highly_variable_nbatches"]``). With ``inplace=False`` the same columns as a
     DataFrame indexed like ``gex.var``.
     """
-    import scanpy as sc
+    import scanpy  # noqa: F401 - imported on both paths, the chunked one too, as it always was
 
-    if "feature_types" in gex.var and set(gex.var["feature_types"].astype(str)) - {"GEX"}:
-        raise ValueError(
-            "select_gex got non-GEX features (var['feature_types'] has "
-            f"{sorted(set(gex.var['feature_types'].astype(str)))}). Split the modalities first: "
-            "gex, atac = mmae_utils.data.split_modalities(adata)."
-        )
+    _check_gex_only(gex)
     n_top = _check_n_top(n_top, gex.n_vars, "genes")
-    if batch_key is not None and batch_key not in gex.obs:
-        raise KeyError(
-            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
-        )
+    _check_batch_key(gex, batch_key)
     from .data import is_backed
 
     if chunked or (chunked is None and is_backed(gex)):
@@ -114,62 +198,12 @@ def select_gex(
         )  # fmt: skip
         return _finish_gex(gex, result, n_top, flavor, inplace)
     x = _counts_matrix(gex, layer, "select_gex")
-    if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
-        raise ValueError(
-            f"flavor={flavor!r} expects raw counts, but the data in "
-            f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
-            "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
-        )
-    if batch_key is not None and batch_key not in gex.obs:
-        raise KeyError(
-            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
-        )
-    # scanpy wants a scipy sparse *matrix* or an ndarray; copy nothing but the wrapper
-    tmp = ad.AnnData(
-        X=to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float64),
-        obs=gex.obs[[batch_key]] if batch_key else pd.DataFrame(index=gex.obs_names),
-        var=pd.DataFrame(index=gex.var_names),
+    _check_raw_counts(gex, x, flavor, layer)
+    result = _hvg_retrying_span(
+        _hvg_input(gex, x, batch_key), n_top=n_top, flavor=flavor, batch_key=batch_key, span=span
     )
-    kwargs = {"span": span} if flavor.startswith("seurat_v3") else {}
-    spans = [span, *[s for s in (0.5, 0.8) if s > span]] if kwargs else [None]
-    for attempt, this_span in enumerate(spans):
-        if kwargs:
-            kwargs["span"] = this_span
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*n_top_genes > number of normalized.*")
-                result = sc.pp.highly_variable_genes(
-                    tmp,
-                    n_top_genes=n_top,
-                    flavor=flavor,
-                    batch_key=batch_key,
-                    inplace=False,
-                    **kwargs,
-                )
-            break
-        except ValueError as err:
-            if "singularit" not in str(err) or attempt == len(spans) - 1:
-                raise ValueError(
-                    f"highly_variable_genes(flavor={flavor!r}) failed: {err}. With batch_key, "
-                    "every batch needs enough cells (a few hundred); try batch_key=None, a "
-                    "larger span, or merging small batches."
-                ) from err
-            warnings.warn(
-                f"seurat_v3's loess fit was singular with span={this_span} "
-                f"({'per batch' if batch_key else 'on all cells'}); retrying with "
-                f"span={spans[attempt + 1]}.",
-                UserWarning,
-                stacklevel=2,
-            )
     result.index = gex.var_names
-    if result["highly_variable"].sum() != n_top:
-        # flavors that threshold dispersions can tie; keep exactly n_top by rank
-        col = "dispersions_norm" if "dispersions_norm" in result else "variances_norm"
-        score = np.nan_to_num(result[col].to_numpy(dtype=float), nan=-np.inf)
-        order = np.lexsort((np.arange(len(result)), -score))
-        keep = np.zeros(len(result), bool)
-        keep[order[:n_top]] = True
-        result["highly_variable"] = keep
+    _keep_exactly_n_top(result, n_top)
     return _finish_gex(gex, result, n_top, flavor, inplace)
 
 
