@@ -326,6 +326,131 @@ def _grouped_column_sums(
     return np.bincount(flat, weights=values, minlength=n_groups * n_cols).reshape(n_groups, n_cols)
 
 
+def _chunked_sums(
+    gex: ad.AnnData, codes: np.ndarray, n_b: int, *, chunk_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 over the counts: per batch and gene, the sum and the sum of squares of the counts."""
+    from .data import iter_counts
+
+    sums = np.zeros((n_b, gex.n_vars))
+    sq = np.zeros((n_b, gex.n_vars))
+    for start, stop, block in iter_counts(
+        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 1/2"
+    ):
+        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
+        # of large squares included), summed in float64: exact for integer counts
+        sums += _grouped_column_sums(block, codes[start:stop], n_b, block.data.astype(np.float64))
+        squares = (block.data * block.data).astype(np.float64)
+        sq += _grouped_column_sums(block, codes[start:stop], n_b, squares)
+    return sums, sq
+
+
+def _mean_var(s, q, n):
+    """Mean and unbiased variance from the sum ``s``, sum of squares ``q`` and count ``n``."""
+    mean = s / n
+    var = q / n - mean**2
+    if n != 1:
+        var = var * (n / (n - 1))
+    return mean, var
+
+
+def _loess_clip(sums: np.ndarray, sq: np.ndarray, n_per: np.ndarray, span: float):
+    """Per batch as scanpy: gene means, the sd of the loess trend of log variance on log mean,
+    and the clip value ``mean + sqrt(n) * sd`` (batches x genes)."""
+    from skmisc.loess import loess
+
+    n_b, n_genes = sums.shape
+    means, reg_stds, clips = [], [], []
+    for b in range(n_b):
+        mean, var = _mean_var(sums[b], sq[b], n_per[b])
+        not_const = var > 0
+        estimat_var = np.zeros(n_genes, dtype=np.float64)
+        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+        model.fit()
+        estimat_var[not_const] = model.outputs.fitted_values
+        reg_std = np.sqrt(10**estimat_var)
+        means.append(mean)
+        reg_stds.append(reg_std)
+        clips.append(reg_std * np.sqrt(n_per[b]) + mean)
+    return means, reg_stds, np.stack(clips)
+
+
+def _chunked_clipped_sums(
+    gex: ad.AnnData,
+    codes: np.ndarray,
+    n_b: int,
+    clip: np.ndarray,
+    *,
+    chunk_size: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: per batch and gene, the sum and sum of squares of the counts clipped at ``clip``."""
+    from .data import iter_counts
+
+    csum = np.zeros((n_b, gex.n_vars))
+    csq = np.zeros((n_b, gex.n_vars))
+    for start, stop, block in iter_counts(
+        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 2/2"
+    ):
+        row_codes = np.repeat(codes[start:stop], np.diff(block.indptr))
+        element = np.minimum(block.data.astype(np.float64), clip[row_codes, block.indices])
+        csum += _grouped_column_sums(block, codes[start:stop], n_b, element)
+        csq += _grouped_column_sums(block, codes[start:stop], n_b, element**2)
+    return csum, csq
+
+
+def _normalized_variances(n_per, means, reg_stds, csum, csq) -> np.ndarray:
+    """Per batch and gene, the variance of the clipped standardized counts (seurat_v3's score)."""
+    return np.stack(
+        [
+            (1 / ((n_per[b] - 1) * np.square(reg_stds[b])))
+            * ((n_per[b] * np.square(means[b])) + csq[b] - 2 * csum[b] * means[b])
+            for b in range(len(n_per))
+        ]
+    )
+
+
+def _seurat_v3_ranking(
+    var_names: pd.Index,
+    all_mean: np.ndarray,
+    all_var: np.ndarray,
+    norm_gene_vars: np.ndarray,
+    *,
+    n_top: int,
+    flavor: str,
+    batch_key: str | None,
+) -> pd.DataFrame:
+    """scanpy's final step: rank genes per batch, combine the batches as ``flavor`` says and
+    return scanpy's columns (``highly_variable_nbatches`` only with ``batch_key``)."""
+    # from here on exactly scanpy's ranking (Seurat v3's SelectIntegrationFeatures)
+    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
+    nbatches = np.sum((ranked < n_top).astype(int), axis=0)
+    ranked[ranked >= n_top] = np.nan
+    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
+    df = pd.DataFrame(index=var_names)
+    df["means"], df["variances"] = all_mean, all_var
+    df["highly_variable_nbatches"] = nbatches
+    df["highly_variable_rank"] = median_ranked
+    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
+    if flavor == "seurat_v3":
+        cols, asc = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
+    elif flavor == "seurat_v3_paper":
+        cols, asc = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
+    else:
+        raise ValueError(
+            f"The chunked path supports flavor 'seurat_v3' and 'seurat_v3_paper', not {flavor!r}."
+        )
+    order = df[cols].sort_values(cols, ascending=asc, na_position="last").index
+    df["highly_variable"] = False
+    df.loc[order[: int(n_top)], "highly_variable"] = True
+    out = df[
+        ["highly_variable", "highly_variable_rank", "means", "variances", "variances_norm"]
+    ].copy()
+    if batch_key is not None:
+        out["highly_variable_nbatches"] = df["highly_variable_nbatches"]
+    return out
+
+
 def seurat_v3_chunked(
     gex: ad.AnnData,
     *,
@@ -350,88 +475,21 @@ def seurat_v3_chunked(
     ``highly_variable_rank``, ``means``, ``variances``, ``variances_norm`` and
     ``highly_variable_nbatches``.
     """
-    from skmisc.loess import loess
-
-    from .data import iter_counts
+    from skmisc.loess import loess  # noqa: F401 - without scikit-misc, fail before pass 1
 
     codes, n_b = _batch_codes(gex, batch_key)
-    n_genes = gex.n_vars
-    sums = np.zeros((n_b, n_genes))
-    sq = np.zeros((n_b, n_genes))
-    for start, stop, block in iter_counts(
-        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 1/2"
-    ):
-        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
-        # of large squares included), summed in float64: exact for integer counts
-        sums += _grouped_column_sums(block, codes[start:stop], n_b, block.data.astype(np.float64))
-        squares = (block.data * block.data).astype(np.float64)
-        sq += _grouped_column_sums(block, codes[start:stop], n_b, squares)
+    sums, sq = _chunked_sums(gex, codes, n_b, chunk_size=chunk_size, progress=progress)
     n_per = np.bincount(codes, minlength=n_b).astype(np.float64)
-
-    def mean_var(s, q, n):
-        mean = s / n
-        var = q / n - mean**2
-        if n != 1:
-            var = var * (n / (n - 1))
-        return mean, var
-
-    all_mean, all_var = mean_var(sums.sum(0), sq.sum(0), float(gex.n_obs))
-    means, reg_stds, clips = [], [], []
-    for b in range(n_b):
-        mean, var = mean_var(sums[b], sq[b], n_per[b])
-        not_const = var > 0
-        estimat_var = np.zeros(n_genes, dtype=np.float64)
-        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
-        model.fit()
-        estimat_var[not_const] = model.outputs.fitted_values
-        reg_std = np.sqrt(10**estimat_var)
-        means.append(mean)
-        reg_stds.append(reg_std)
-        clips.append(reg_std * np.sqrt(n_per[b]) + mean)
-    clip = np.stack(clips)
-    csum = np.zeros((n_b, n_genes))
-    csq = np.zeros((n_b, n_genes))
-    for start, stop, block in iter_counts(
-        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 2/2"
-    ):
-        row_codes = np.repeat(codes[start:stop], np.diff(block.indptr))
-        element = np.minimum(block.data.astype(np.float64), clip[row_codes, block.indices])
-        csum += _grouped_column_sums(block, codes[start:stop], n_b, element)
-        csq += _grouped_column_sums(block, codes[start:stop], n_b, element**2)
-    norm_gene_vars = np.stack(
-        [
-            (1 / ((n_per[b] - 1) * np.square(reg_stds[b])))
-            * ((n_per[b] * np.square(means[b])) + csq[b] - 2 * csum[b] * means[b])
-            for b in range(n_b)
-        ]
+    all_mean, all_var = _mean_var(sums.sum(0), sq.sum(0), float(gex.n_obs))
+    means, reg_stds, clip = _loess_clip(sums, sq, n_per, span)
+    csum, csq = _chunked_clipped_sums(
+        gex, codes, n_b, clip, chunk_size=chunk_size, progress=progress
     )
-    # from here on exactly scanpy's ranking (Seurat v3's SelectIntegrationFeatures)
-    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
-    nbatches = np.sum((ranked < n_top).astype(int), axis=0)
-    ranked[ranked >= n_top] = np.nan
-    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
-    df = pd.DataFrame(index=gex.var_names)
-    df["means"], df["variances"] = all_mean, all_var
-    df["highly_variable_nbatches"] = nbatches
-    df["highly_variable_rank"] = median_ranked
-    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
-    if flavor == "seurat_v3":
-        cols, asc = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
-    elif flavor == "seurat_v3_paper":
-        cols, asc = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
-    else:
-        raise ValueError(
-            f"The chunked path supports flavor 'seurat_v3' and 'seurat_v3_paper', not {flavor!r}."
-        )
-    order = df[cols].sort_values(cols, ascending=asc, na_position="last").index
-    df["highly_variable"] = False
-    df.loc[order[: int(n_top)], "highly_variable"] = True
-    out = df[
-        ["highly_variable", "highly_variable_rank", "means", "variances", "variances_norm"]
-    ].copy()
-    if batch_key is not None:
-        out["highly_variable_nbatches"] = df["highly_variable_nbatches"]
-    return out
+    norm_gene_vars = _normalized_variances(n_per, means, reg_stds, csum, csq)
+    return _seurat_v3_ranking(
+        gex.var_names, all_mean, all_var, norm_gene_vars,
+        n_top=n_top, flavor=flavor, batch_key=batch_key,
+    )  # fmt: skip
 
 
 def peak_cell_counts(
