@@ -16,10 +16,8 @@ and their ``var_names`` are checked against the features the model was trained o
 
 from __future__ import annotations
 
-import ctypes
 import math
 import numbers
-import sys
 import time
 import warnings
 import weakref
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._cpu import fused_adam, tune_malloc
 from ._utils import atomic_path, logger, set_seed
 from .model import MultiModalAutoencoder
 
@@ -243,121 +242,6 @@ def _transformed(transform, x, batch_size: int = 4096) -> np.ndarray:
         sl = slice(start, min(start + batch_size, n))
         out[sl] = ops.convert_to_numpy(transform(_dense_rows(x, sl)))
     return out
-
-
-def _fused_adam_class():
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="mmae")
-    class FusedAdam(keras.optimizers.Adam):
-        """Keras' Adam with the update done by TensorFlow's fused ``ResourceApplyAdam``.
-
-        The same update rule as ``keras.optimizers.Adam`` (bias-corrected step size,
-        epsilon outside the square root), but one multi-threaded kernel pass per variable
-        instead of about ten element-wise ops: without XLA, Keras' Adam costs several
-        milliseconds per step for the 3.8 million parameters of the default model.
-        Falls back to Keras' implementation for AMSGrad, weight decay and non-TensorFlow
-        backends.
-        """
-
-        def update_step(self, gradient, variable, learning_rate):
-            if self.amsgrad or keras.backend.backend() != "tensorflow":
-                return super().update_step(gradient, variable, learning_rate)
-            import tensorflow as tf
-
-            dtype = variable.dtype
-            step = ops.cast(self.iterations + 1, dtype)
-            beta_1 = ops.cast(self.beta_1, dtype)
-            beta_2 = ops.cast(self.beta_2, dtype)
-            index = self._get_variable_index(variable)
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle,
-                m=self._momentums[index].handle,
-                v=self._velocities[index].handle,
-                beta1_power=ops.power(beta_1, step),
-                beta2_power=ops.power(beta_2, step),
-                lr=ops.cast(learning_rate, dtype),
-                beta1=beta_1,
-                beta2=beta_2,
-                epsilon=ops.cast(self.epsilon, dtype),
-                grad=ops.cast(gradient, dtype),
-                use_locking=False,
-            )
-
-    return FusedAdam
-
-
-_FUSED_ADAM = None
-
-
-def fused_adam(learning_rate: float = 1e-3, **kwargs):
-    """A ``keras.optimizers.Adam`` whose update runs as TensorFlow's fused Adam kernel.
-
-    Parameters
-    ----------
-    learning_rate
-        Step size.
-    **kwargs
-        Other ``keras.optimizers.Adam`` arguments.
-
-    Returns
-    -------
-    The optimizer (class ``FusedAdam``, registered as ``mmae>FusedAdam`` for saving).
-    """
-    global _FUSED_ADAM
-    if _FUSED_ADAM is None:
-        _FUSED_ADAM = _fused_adam_class()
-    return _FUSED_ADAM(learning_rate=learning_rate, **kwargs)
-
-
-_MALLOC_TUNED = False
-
-
-def tune_malloc(
-    *, mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20, top_pad: int = 64 << 20
-) -> bool:
-    """Stop glibc from returning (and re-faulting) memory at every training step.
-
-    With glibc's default settings every training step of TensorFlow on CPU (and every
-    densified batch) gets fresh, zero-filled pages from the kernel for its multi-MB
-    tensors: thousands of page faults per step, about a third of the CPU time of an epoch
-    on the benchmark machine. Raising the mmap and trim thresholds (the documented
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_``
-    tunables, set here with ``mallopt``) lets freed blocks be reused instead. The cost is that up to
-    ``trim_threshold`` bytes of freed memory may stay with the process. Process-wide and
-    applied once; a no-op (returning False) where glibc is not available.
-
-    Parameters
-    ----------
-    mmap_threshold
-        Allocations below this size come from the heap, not from fresh mmaps.
-    trim_threshold
-        Free memory at the top of the heap kept before returning it to the system.
-    top_pad
-        Extra memory requested from the system whenever a heap grows (or kept when it
-        shrinks); the per-thread heaps of tf.data and TensorFlow need it too.
-
-    Returns
-    -------
-    Whether the settings are in effect.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # pragma: no cover - musl or other libc
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-    ok = mallopt(m_trim_threshold, int(trim_threshold)) == 1 and ok
-    ok = mallopt(m_top_pad, int(top_pad)) == 1 and ok
-    _MALLOC_TUNED = ok
-    logger.debug("glibc malloc tuning %s", "applied" if ok else "failed")
-    return ok
 
 
 def _epoch_timer():
