@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
-from ._utils import atomic_path, logger, set_seed
+from ._utils import atomic_path, check_learning_rate, logger, set_seed
 from .model import MultiModalAutoencoder
 
 __all__ = [
@@ -383,9 +383,8 @@ def train(
     """
     import keras
 
-    for name, value in (("epochs", epochs),):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     batch_size = _check_batch_size(batch_size)
     if (
         isinstance(steps_per_execution, bool)
@@ -401,10 +400,7 @@ def train(
         isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0
     ):
         raise ValueError(f"patience must be a non-negative integer or None, got {patience!r}.")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
-        raise TypeError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
+    learning_rate = check_learning_rate(learning_rate)
     if lr_schedule not in ("constant", "plateau"):
         raise ValueError(f'lr_schedule must be "constant" or "plateau", got {lr_schedule!r}.')
 
