@@ -1,4 +1,4 @@
-"""Streaming sparse training, embedding, reconstruction and persistence of the autoencoder.
+"""Streaming sparse training, embedding and reconstruction of the autoencoder.
 
 The model never sees the whole matrix as one dense array: :func:`train` builds a
 ``tf.data`` pipeline over row indices that slices the CSR matrices one batch at a time,
@@ -12,6 +12,11 @@ used as is), dense NumPy arrays, or AnnData objects (cells x selected features).
 are turned into model inputs with :func:`mmae_utils.pp.log_normalized` (log1p-normalised
 counts) and :func:`mmae_utils.pp.binarized` (binarised counts) from ``layers[layer]``,
 and their ``var_names`` are checked against the features the model was trained on.
+
+Saving and loading live in :mod:`mmae_utils.persistence` (:func:`save_model`,
+:func:`load_model`, :func:`check_features`, re-exported here); the CPU speed-ups that
+training uses (:func:`fused_adam`, :func:`tune_malloc`, also re-exported) in the private
+``mmae_utils._cpu``, whose docstring gives what each one measured.
 """
 
 from __future__ import annotations
@@ -19,18 +24,17 @@ from __future__ import annotations
 import math
 import numbers
 import time
-import warnings
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
-from ._utils import atomic_path, check_learning_rate, logger, set_seed
+from ._utils import check_learning_rate, logger, set_seed
 from .model import MultiModalAutoencoder
+from .persistence import check_features, load_model, save_model
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -677,142 +681,3 @@ def reconstruct(
         e = np.exp(-np.abs(out))
         out = np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
     return out
-
-
-# ---------------------------------------------------------------------------- persistence
-def _first_difference(expected: Sequence[str], got: Sequence[str]) -> str:
-    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
-        if a != b:
-            return f"first difference at position {i}: model {a!r}, data {b!r}"
-    return f"the first {min(len(expected), len(got))} names agree"
-
-
-def check_features(
-    model: MultiModalAutoencoder,
-    *,
-    gex_features: Sequence[str] | None = None,
-    atac_features: Sequence[str] | None = None,
-) -> None:
-    """Raise a ``ValueError`` if data features differ from those the model was trained on.
-
-    Parameters
-    ----------
-    model
-        A model with ``gex_features`` / ``atac_features`` (set by :func:`train` on AnnData,
-        by :func:`save_model`, or at :func:`~mmae_utils.model.build_model`).
-    gex_features, atac_features
-        Feature names of the data (``var_names``), in column order. ``None`` skips the
-        check for that modality, as does a model that does not know its feature names.
-
-    Returns
-    -------
-    None; raises ``ValueError`` naming the modality, both counts and the first differing
-    names (or that the same features are in another order).
-    """
-    for label, expected, got in (
-        ("GEX", model.gex_features, gex_features),
-        ("ATAC", model.atac_features, atac_features),
-    ):
-        if expected is None or got is None:
-            continue
-        got = [str(n) for n in got]
-        if list(expected) == got:
-            continue
-        if len(expected) == len(got) and set(expected) == set(got):
-            detail = (
-                "the same features in a different order; reorder the data, e.g. "
-                f"adata[:, model.{label.lower()}_features]"
-            )
-        else:
-            missing = [n for n in expected if n not in set(got)]
-            detail = (
-                f"model has {len(expected)}, data has {len(got)}; "
-                f"{_first_difference(expected, got)}"
-            )
-            if missing:
-                detail += (
-                    f"; {len(missing)} model features absent from the data, e.g. {missing[:3]}"
-                )
-        raise ValueError(f"{label} features differ from those the model was trained on: {detail}.")
-
-
-def save_model(
-    model: MultiModalAutoencoder,
-    path: str | Path,
-    *,
-    gex_features: Sequence[str] | None = None,
-    atac_features: Sequence[str] | None = None,
-) -> Path:
-    """Save the model, its configuration and its feature names to one ``.keras`` file.
-
-    Parameters
-    ----------
-    model
-        The model to save.
-    path
-        Destination, ending in ``.keras``. Written atomically (a temporary file renamed
-        into place), so an interrupted save never leaves a broken file.
-    gex_features, atac_features
-        Names of the features the model was trained on, in column order (e.g.
-        ``gex.var_names``). Default: those the model already knows (set by :func:`train`
-        on AnnData). Stored in the model config inside the file.
-
-    Returns
-    -------
-    The ``Path`` written.
-    """
-    if not isinstance(model, MultiModalAutoencoder):
-        raise TypeError(f"model must be a MultiModalAutoencoder, got {type(model).__name__}.")
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(
-            f"save_model writes Keras 3 '.keras' files; {str(path)!r} has suffix "
-            f"{path.suffix!r}. Use e.g. {str(path.with_suffix('.keras'))!r}."
-        )
-    if gex_features is not None:
-        model.gex_features = gex_features
-    if atac_features is not None:
-        model.atac_features = atac_features
-    if model.gex_features is None or model.atac_features is None:
-        warnings.warn(
-            "Saving a model without feature names: applying it to other data can only check "
-            "feature counts. Pass gex_features= and atac_features= (e.g. var_names).",
-            UserWarning,
-            stacklevel=2,
-        )
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        # TensorFlow variables' __array__ predates NumPy 2's copy= keyword; harmless here.
-        warnings.filterwarnings(
-            "ignore", message="__array__ implementation doesn't accept a copy keyword"
-        )
-        model.save(tmp)
-    return path
-
-
-def load_model(path: str | Path, *, compile: bool = True) -> MultiModalAutoencoder:
-    """Load a model written by :func:`save_model`.
-
-    Parameters
-    ----------
-    path
-        A ``.keras`` file.
-    compile
-        Restore the compiled losses and optimizer as saved.
-
-    Returns
-    -------
-    The :class:`~mmae_utils.model.MultiModalAutoencoder`, with its configuration
-    (``model.config``) and ``model.gex_features`` / ``model.atac_features``.
-    """
-    import keras
-
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"load_model reads '.keras' files; got {str(path)!r}.")
-    if not path.exists():
-        raise FileNotFoundError(f"No model file at {str(path)!r}.")
-    fused_adam()  # registers mmae>FusedAdam, the optimizer train() may have compiled with
-    model = keras.saving.load_model(path, compile=compile)
-    if not isinstance(model, MultiModalAutoencoder):
-        raise TypeError(f"{str(path)!r} holds a {type(model).__name__}, not an mmae model.")
-    return model
