@@ -26,6 +26,7 @@ import numbers
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "check_features",
     "embed",
+    "epoch_timer",
     "fused_adam",
     "load_model",
     "make_dataset",
@@ -248,7 +250,16 @@ def _transformed(transform, x, batch_size: int = 4096) -> np.ndarray:
     return out
 
 
-def _epoch_timer():
+def epoch_timer():
+    """A Keras callback that writes each epoch's wall time into its logs as ``seconds``.
+
+    :func:`train` always uses one (the ``seconds`` column of its history);
+    ``benchmarks/bench_training.py`` times the dense path with it too.
+
+    Returns
+    -------
+    A ``keras.callbacks.Callback``.
+    """
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -385,8 +396,82 @@ def train(
     are passed and the model has no feature names yet, ``model.gex_features`` /
     ``model.atac_features`` are set to their ``var_names``.
     """
-    import keras
+    batch_size, learning_rate = _check_options(
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_execution=steps_per_execution,
+        validation_fraction=validation_fraction,
+        patience=patience,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+    )
+    gex, atac, n_obs = _prepare_inputs(model, gex, atac, layer=layer, tune_memory=tune_memory)
+    plan = _split(
+        n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
+    )
+    _build_datasets(plan, model, gex, atac, batch_size=batch_size)
+    _compile(
+        model,
+        learning_rate=learning_rate,
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    _callbacks(
+        plan,
+        patience=patience,
+        min_delta=min_delta,
+        lr_schedule=lr_schedule,
+        learning_rate=learning_rate,
+        extra=callbacks,
+    )
+    history = _fit(model, plan, epochs=epochs, verbose=verbose)
+    options = {  # what notebook 04 records for report.replicate
+        "epochs": int(epochs),
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "validation_fraction": float(validation_fraction),
+        "patience": None if patience is None else int(patience),
+        "min_delta": float(min_delta),
+        "lr_schedule": lr_schedule,
+    }
+    return _finish(model, history, plan, options, gex, atac, n_obs)
 
+
+# ---------------------------------------------------------------------------- train's steps
+@dataclass
+class _TrainPlan:
+    """What :func:`train` hands ``model.fit``, filled in step by step."""
+
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    data_seed: int | None  # seed of the training batches' order
+    pretransformed: tuple[str, ...] = ()  # modalities fed as their (fixed) SVD projection
+    train_ds: object = None
+    val_ds: object = None
+    callbacks: list = field(default_factory=list)
+    early: object = None  # the EarlyStopping callback, if any
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_rows)
+
+    @property
+    def monitor(self) -> str:
+        """The loss that early stopping and the plateau schedule watch."""
+        return "val_loss" if self.n_val else "loss"
+
+
+def _check_options(
+    *,
+    epochs,
+    batch_size,
+    steps_per_execution,
+    validation_fraction,
+    patience,
+    learning_rate,
+    lr_schedule,
+) -> tuple[int, float]:
+    """Check :func:`train`'s options (in this order); returns ``(batch_size, learning_rate)``."""
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     batch_size = _check_batch_size(batch_size)
@@ -407,7 +492,12 @@ def train(
     learning_rate = check_learning_rate(learning_rate)
     if lr_schedule not in ("constant", "plateau"):
         raise ValueError(f'lr_schedule must be "constant" or "plateau", got {lr_schedule!r}.')
+    return batch_size, learning_rate
 
+
+def _prepare_inputs(model, gex, atac, *, layer, tune_memory):
+    """Model inputs from the data (recording AnnData feature names), the allocator tuned,
+    the input transforms fitted on all cells if not yet; returns ``(gex, atac, n_obs)``."""
     gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, record_features=True)
     if tune_memory:
         tune_malloc()
@@ -420,80 +510,108 @@ def train(
         )
         model.gex_transform.fit(gex)
         model.atac_transform.fit(atac)
+    return gex, atac, n_obs
 
+
+def _split(n_obs, *, validation_fraction, seed, deterministic) -> _TrainPlan:
+    """Seed everything, choose the validation cells and derive the batch-order seed."""
     if seed is not None:
         set_seed(seed, deterministic=deterministic)
     train_rows, val_rows = validation_split(
         n_obs, validation_fraction=validation_fraction, seed=seed
     )
-    n_val = len(val_rows)
     data_seed = None if seed is None else int(np.random.default_rng([seed, 1]).integers(2**31 - 1))
+    return _TrainPlan(train_rows, val_rows, data_seed)
 
+
+def _build_datasets(plan: _TrainPlan, model, gex, atac, *, batch_size: int) -> None:
+    """The shuffled training and the ordered validation pipelines, into ``plan``."""
     # SVD inputs are a fixed projection: project every cell once (cells x components,
     # small and dense) and train on that, instead of densifying and projecting thousands
     # of features for every batch of every epoch.
     fed = {"gex": gex, "atac": atac}
     transforms = {"gex": model.gex_transform, "atac": model.atac_transform}
-    pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
-    for name in pretransformed:
+    plan.pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
+    for name in plan.pretransformed:
         fed[name] = _transformed(transforms[name], fed[name])
-    train_ds = make_dataset(
-        fed["gex"], fed["atac"], train_rows, batch_size=batch_size, shuffle=True, seed=data_seed
+    plan.train_ds = make_dataset(
+        fed["gex"],
+        fed["atac"],
+        plan.train_rows,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=plan.data_seed,
     )
-    val_ds = (
+    plan.val_ds = (
         make_dataset(
-            fed["gex"], fed["atac"], val_rows, batch_size=max(batch_size, 1024), shuffle=False
+            fed["gex"],
+            fed["atac"],
+            plan.val_rows,
+            batch_size=max(batch_size, 1024),
+            shuffle=False,
         )
-        if n_val
+        if plan.n_val
         else None
     )
+
+
+def _compile(model, *, learning_rate: float, jit_compile, steps_per_execution) -> None:
+    """Recompile the model with a fresh optimizer."""
+    import keras
 
     # Under XLA the optimizer update is fused by the compiler; without it, TensorFlow's
     # fused Adam kernel replaces Keras' ten element-wise ops per variable.
     optimizer = (
-        keras.optimizers.Adam(learning_rate=float(learning_rate))
+        keras.optimizers.Adam(learning_rate=learning_rate)
         if jit_compile
-        else fused_adam(learning_rate=float(learning_rate))
+        else fused_adam(learning_rate=learning_rate)
     )
     model.compile(
         optimizer=optimizer,
         jit_compile=bool(jit_compile),
         steps_per_execution=int(steps_per_execution),
     )
-    monitor = "val_loss" if n_val else "loss"
-    cbs = [_epoch_timer()]
-    early = None
+
+
+def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_rate, extra):
+    """The epoch timer, early stopping, the plateau schedule and ``extra``, into ``plan``."""
+    import keras
+
+    plan.callbacks = [epoch_timer()]
     if patience is not None:
-        early = keras.callbacks.EarlyStopping(
-            monitor=monitor,
+        plan.early = keras.callbacks.EarlyStopping(
+            monitor=plan.monitor,
             patience=int(patience),
             min_delta=float(min_delta),
             restore_best_weights=True,
             verbose=0,
         )
-        cbs.append(early)
+        plan.callbacks.append(plan.early)
     if lr_schedule == "plateau":
-        cbs.append(
+        plan.callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor,
+                monitor=plan.monitor,
                 factor=0.5,
                 patience=3,
                 min_delta=float(min_delta),
-                min_lr=float(learning_rate) / 64,
+                min_lr=learning_rate / 64,
                 verbose=0,
             )
         )
-    cbs.extend(callbacks or [])
+    plan.callbacks.extend(extra or [])
 
-    logger.debug("training on %d cells, validating on %d", len(train_rows), n_val)
-    model._pretransformed = pretransformed
+
+def _fit(model, plan: _TrainPlan, *, epochs, verbose):
+    """``model.fit`` on the plan's datasets; returns Keras' ``History``."""
+    logger.debug("training on %d cells, validating on %d", len(plan.train_rows), plan.n_val)
+    model._pretransformed = plan.pretransformed
     try:
-        hist = model.fit(
-            train_ds,
-            validation_data=val_ds,
+        return model.fit(
+            plan.train_ds,
+            validation_data=plan.val_ds,
             epochs=int(epochs),
             verbose=verbose,
-            callbacks=cbs,
+            callbacks=plan.callbacks,
             shuffle=False,
         )
     finally:
@@ -501,26 +619,21 @@ def train(
         model._pretransformed = ()
         model.train_function = model.test_function = model.predict_function = None
 
-    df = pd.DataFrame(hist.history)
+
+def _finish(model, history, plan: _TrainPlan, options: dict, gex, atac, n_obs) -> pd.DataFrame:
+    """The history as :func:`train` returns it; the block scale fitted if the model has one."""
+    df = pd.DataFrame(history.history)
     df.index = pd.RangeIndex(1, len(df) + 1, name="epoch")
     cols = [c for c in HISTORY_COLUMNS if c in df] + [c for c in df if c not in HISTORY_COLUMNS]
     df = df[cols]
-    df.attrs["monitor"] = monitor
-    if early is not None and early.best_weights is not None:
-        df.attrs["best_epoch"] = int(early.best_epoch) + 1
+    df.attrs["monitor"] = plan.monitor
+    if plan.early is not None and plan.early.best_weights is not None:
+        df.attrs["best_epoch"] = int(plan.early.best_epoch) + 1
     else:
         df.attrs["best_epoch"] = len(df)
-    df.attrs["n_train"] = len(train_rows)
-    df.attrs["n_val"] = n_val
-    df.attrs["options"] = {  # what notebook 04 records for report.replicate
-        "epochs": int(epochs),
-        "batch_size": batch_size,
-        "learning_rate": float(learning_rate),
-        "validation_fraction": float(validation_fraction),
-        "patience": None if patience is None else int(patience),
-        "min_delta": float(min_delta),
-        "lr_schedule": lr_schedule,
-    }
+    df.attrs["n_train"] = len(plan.train_rows)
+    df.attrs["n_val"] = plan.n_val
+    df.attrs["options"] = options
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
         z = _run_batches(model, "code", gex, atac, n_obs, "both", 1024, model.latent_dim)
         model.block_scale.fit(z)
