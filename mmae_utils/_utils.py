@@ -1,9 +1,11 @@
-"""Small shared helpers: seeding, atomic writes, row ranges, sparse conversion, logging."""
+"""Small shared helpers: seeding, argument checks, atomic writes, row ranges, sparse conversion,
+logging."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import random
 import tempfile
@@ -48,6 +50,19 @@ def set_seed(seed: int, *, deterministic: bool = True) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def check_learning_rate(value) -> float:
+    """``value`` as a float if it is a valid learning rate (a real number > 0).
+
+    Raises ``TypeError`` for anything but a real number (``bool`` included) and
+    ``ValueError`` for one that is not > 0 (NaN included).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"learning_rate must be a positive number, got {value!r}.")
+    if not value > 0:
+        raise ValueError(f"learning_rate must be > 0, got {value}.")
+    return float(value)
 
 
 @contextlib.contextmanager
