@@ -12,7 +12,7 @@ import pandas as pd
 from ._utils import atomic_path
 
 
-def _save(fig, save: str | os.PathLike | None):
+def save_figure(fig, save: str | os.PathLike | None):
     if save is not None:
         from pathlib import Path
 
@@ -64,7 +64,7 @@ def composition(
     axes[1].set_xlabel("cells")
     axes[1].set_title(f"cells per {label_key} (n = {adata.n_obs:,})")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def qc(
@@ -105,7 +105,7 @@ def qc(
         ax.set_title(key)
     axes[0, -1].legend(fontsize=8, title=group_key if group_key in adata.obs else None)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def highly_variable_genes(gex: ad.AnnData, *, save: str | os.PathLike | None = None):
@@ -148,7 +148,7 @@ def highly_variable_genes(gex: ad.AnnData, *, save: str | os.PathLike | None = N
     axes[0].set_title(f"highly variable genes: {hv.sum():,} of {len(hv):,}")
     axes[1].set_title("ranking score")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def peak_variability(atac: ad.AnnData, *, save: str | os.PathLike | None = None):
@@ -199,7 +199,7 @@ def peak_variability(atac: ad.AnnData, *, save: str | os.PathLike | None = None)
     axes[1].set_ylabel("variability score 1 - |p - 0.5|")
     axes[0].set_title(f"variable peaks: {hv.sum():,} of {len(hv):,}")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def _box(ax, x, y, w, h, text, color):
@@ -309,4 +309,4 @@ def architecture(model, *, save: str | os.PathLike | None = None):
         else "each decoder reads only its own half (original notebook)"
     )
     ax.set_title(f"decoders={cfg.get('decoders')!r}: {title}", fontsize=11)
-    return _save(fig, save)
+    return save_figure(fig, save)

@@ -22,6 +22,27 @@ from tqdm.auto import tqdm
 
 from ._utils import atomic_path, logger, row_ranges, to_csr
 
+__all__ = [
+    "ATAC",
+    "CHUNK_SIZE",
+    "GEX",
+    "MIN_CELLS",
+    "MIN_FEATURES",
+    "MultiomeError",
+    "ValidationReport",
+    "combine_selected",
+    "feature_types",
+    "is_backed",
+    "iter_counts",
+    "load_multiome",
+    "open_counts",
+    "read_counts",
+    "split_modalities",
+    "summarize",
+    "validate_multiome",
+    "write_h5ad",
+]
+
 GEX, ATAC = "GEX", "ATAC"
 #: Smallest dataset the pipeline accepts.
 MIN_CELLS = 50

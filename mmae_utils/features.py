@@ -14,6 +14,8 @@ from ._utils import logger, to_csr
 from .data import CHUNK_SIZE
 from .pp import binarized, counts_matrix
 
+__all__ = ["peak_cell_counts", "select_atac", "select_gex", "seurat_v3_chunked"]
+
 
 def _check_n_top(n_top: int, n_available: int, what: str) -> int:
     if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer):

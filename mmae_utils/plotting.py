@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from ._plotting_data import (
-    _save,
     architecture,
     composition,
     highly_variable_genes,
     peak_variability,
     qc,
+    save_figure,
 )
 
 __all__ = [
@@ -239,7 +239,7 @@ def umaps(
                 ax, coords, adata.obs[key], adata, key, order=order, size=size, legend=(i == 0)
             )
             ax.set_title(f"{name}: {key}", fontsize=10)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # --------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def metrics_heatmap(
     fig.colorbar(mesh, ax=ax, shrink=0.8, label="score (higher is better)")
     if title:
         ax.set_title(title)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # --------------------------------------------------------------------------------------
@@ -464,7 +464,7 @@ def loss_curves(
         if log_scale:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def _dots_and_mean(ax, y: float, values, mean: float, sd: float, color, rng) -> None:
@@ -572,4 +572,4 @@ def seed_scores(
             _dots_and_mean(ax, y, per_seed, d["mean"], d["sd"], color, rng)
         _difference_panel_axes(ax, scores[0], reference)
     fig.suptitle(f"Scores over {n_seeds} seed{'s' if n_seeds != 1 else ''} (dots), mean ± sd")
-    return _save(fig, save)
+    return save_figure(fig, save)

@@ -24,6 +24,23 @@ import yaml
 from ._utils import atomic_path, logger
 
 #: The tutorial, in order.
+__all__ = [
+    "NOTEBOOKS",
+    "REPORT_DEFAULTS",
+    "ReportError",
+    "load_params_file",
+    "main",
+    "notebook_parameters",
+    "notebooks_dir",
+    "replicate",
+    "run_report",
+    "train_like",
+    "verdict",
+    "write_json",
+    "write_summary",
+    "write_table",
+]
+
 NOTEBOOKS: tuple[str, ...] = (
     "01_load_data",
     "02_feature_selection",
