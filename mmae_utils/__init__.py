@@ -40,6 +40,8 @@ _SUBMODULES = (
     "training",
     "persistence",
     "baselines",
+    "neighbors",
+    "metrics",
     "evaluation",
     "plotting",
     "report",

@@ -29,7 +29,6 @@ __all__ = [
     "graph_adata",
     "graph_for",
     "neighbors_key",
-    "quiet",
     "resolve_embeddings",
     "store_graph",
     "umap_coords",

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from mmae_utils import evaluation as ev
 from mmae_utils._utils import logger
+from mmae_utils.metrics import import_scib
 
 LABEL_METRICS = ["NMI", "ARI", "cell_type_ASW", "graph_connectivity"]
 
@@ -244,7 +245,7 @@ def test_silhouette_samples_equals_sklearn(dtype):
 
 
 def test_asw_equal_scib(scored):
-    scib = ev._scib()
+    scib = import_scib()
 
     adata, keys, df = scored
     for method, key in keys.items():
@@ -257,7 +258,7 @@ def test_asw_equal_scib(scored):
 
 
 def test_cell_cycle_equals_scib(scored):
-    scib = ev._scib()
+    scib = import_scib()
 
     from mmae_utils.data import split_modalities
     from mmae_utils.pp import log_normalized
@@ -278,7 +279,7 @@ def test_cell_cycle_equals_scib(scored):
 def test_graph_metrics_equal_scib_on_the_same_graph(scored):
     import scanpy as sc
 
-    scib = ev._scib()
+    scib = import_scib()
 
     adata, keys, df = scored
     key = keys["pca_concat"]
@@ -313,7 +314,7 @@ def _graph(adata, key):
 
 
 def test_full_leidenalg_search_equals_scib(scored):
-    scib = ev._scib()
+    scib = import_scib()
 
     adata, keys, _ = scored
     g = _graph(adata, keys["gex_pca"])
