@@ -170,6 +170,31 @@ def test_stores_the_knn_graph(scored):
     assert abs(conn - conn.T).max() < 1e-6  # scanpy's symmetric UMAP connectivities
 
 
+def test_registry_runs_a_subset_in_registry_order(scored):
+    adata, keys, df = scored
+    assert list(ev.REGISTRY) == [c for c in ev.COLUMNS if c not in ("overall", "n_metrics")]
+    emb = {"pca_concat": keys["pca_concat"]}
+    out = ev.evaluate(adata, emb, metrics=["batch_ASW", "ARI"], seed=0, progress=False)
+    row, full = out.loc["pca_concat"], df.loc["pca_concat"]
+    # ARI alone still clusters at the NMI-optimal resolution, on the same graph
+    assert row["ARI"] == full["ARI"] and row["batch_ASW"] == full["batch_ASW"]
+    assert np.isnan(row["NMI"]) and row["n_metrics"] == 1  # ARI is not in overall
+    assert [step for _, step, *_ in out.attrs["timeline"]] == ["kNN graph", "ARI", "batch_ASW"]
+    assert (
+        out.attrs["details"]["pca_concat"]["resolution"]
+        == (df.attrs["details"]["pca_concat"]["resolution"])
+    )
+
+
+def test_metrics_without_a_graph_build_none(scored):
+    adata, keys, df = scored
+    out = ev.evaluate(
+        adata, {"gex_pca": keys["gex_pca"]}, metrics=["cell_type_ASW"], progress=False
+    )
+    assert [step for _, step, *_ in out.attrs["timeline"]] == ["cell_type_ASW"]
+    assert out.loc["gex_pca", "cell_type_ASW"] == df.loc["gex_pca", "cell_type_ASW"]
+
+
 def test_accepts_arrays_and_lists(scored):
     adata, keys, df = scored
     x = adata.obsm[keys["gex_pca"]]
