@@ -5,6 +5,9 @@ One module per pipeline stage:
 - :mod:`mmae_utils.datasets`: the built-in synthetic BMMC dataset and the real GEO file;
 - :mod:`mmae_utils.data`: reading, validating and splitting multiome AnnData;
 - :mod:`mmae_utils.features`: highly variable genes and variable peaks;
+- :mod:`mmae_utils.config`: the autoencoder's options (:class:`~mmae_utils.config.ModelConfig`)
+  and presets;
+- :mod:`mmae_utils.layers`: its custom Keras layers (input transforms, modality dropout);
 - :mod:`mmae_utils.model`: the Keras multi-modal autoencoder;
 - :mod:`mmae_utils.training`: streaming sparse training, embedding, persistence;
 - :mod:`mmae_utils.evaluation`: NeurIPS 2021 joint-embedding metrics and baselines;
@@ -30,6 +33,8 @@ _SUBMODULES = (
     "datasets",
     "data",
     "features",
+    "config",
+    "layers",
     "model",
     "training",
     "evaluation",
