@@ -232,7 +232,7 @@ def worker(path: str, args) -> dict:
         # column ranges, fed to model.fit. Same model, Keras' default compile.
         import scipy.sparse as sp
 
-        from mmae_utils.training import _epoch_timer, tune_malloc
+        from mmae_utils.training import epoch_timer, tune_malloc
 
         x = sp.hstack([gex, atac], format="csr")  # adata.X restricted to the features
         del gex, atac
@@ -240,7 +240,7 @@ def worker(path: str, args) -> dict:
         x_gex, x_atac = dense[:, :GENES], dense[:, GENES:]
         tune_malloc()  # the same process-wide allocator settings as train() uses
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        timer = _epoch_timer()
+        timer = epoch_timer()
         inputs = {"gex": np.asarray(x_gex), "atac": np.asarray(x_atac)}
         hist = model.fit(
             inputs,

@@ -1,16 +1,20 @@
 """mmae_utils: helpers for the mmae tutorial (multi-modal autoencoder on paired GEX + ATAC).
 
-One module per pipeline stage:
+One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between them):
 
-- :mod:`mmae_utils.datasets`: the built-in synthetic BMMC dataset and the real GEO file;
+- :mod:`mmae_utils.datasets`: the built-in dataset, the real GEO file, the run folder's input;
+- :mod:`mmae_utils.sim`: the generative simulator behind the built-in dataset;
 - :mod:`mmae_utils.data`: reading, validating and splitting multiome AnnData;
+- :mod:`mmae_utils.pp`: preprocessing shared by the model and the baselines;
 - :mod:`mmae_utils.features`: highly variable genes and variable peaks;
 - :mod:`mmae_utils.config`: the autoencoder's options (:class:`~mmae_utils.config.ModelConfig`)
   and presets;
 - :mod:`mmae_utils.layers`: its custom Keras layers (input transforms, modality dropout);
 - :mod:`mmae_utils.model`: the Keras multi-modal autoencoder;
-- :mod:`mmae_utils.training`: streaming sparse training, embedding, persistence;
-- :mod:`mmae_utils.evaluation`: NeurIPS 2021 joint-embedding metrics and baselines;
+- :mod:`mmae_utils.training`: streaming sparse training and embedding;
+- :mod:`mmae_utils.persistence`: saving and loading trained models;
+- :mod:`mmae_utils.baselines`: baseline embeddings of the same size;
+- :mod:`mmae_utils.evaluation`: NeurIPS 2021 joint-embedding metrics;
 - :mod:`mmae_utils.plotting`: figures;
 - :mod:`mmae_utils.report`: the papermill report runner and the ``mmae-report`` CLI.
 
@@ -31,12 +35,16 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "datasets",
+    "sim",
     "data",
+    "pp",
     "features",
     "config",
     "layers",
     "model",
     "training",
+    "persistence",
+    "baselines",
     "evaluation",
     "plotting",
     "report",

@@ -12,7 +12,7 @@ import pandas as pd
 from ._utils import atomic_path
 
 
-def _save(fig, save: str | os.PathLike | None):
+def save_figure(fig, save: str | os.PathLike | None):
     if save is not None:
         from pathlib import Path
 
@@ -64,7 +64,7 @@ def composition(
     axes[1].set_xlabel("cells")
     axes[1].set_title(f"cells per {label_key} (n = {adata.n_obs:,})")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def qc(
@@ -105,7 +105,7 @@ def qc(
         ax.set_title(key)
     axes[0, -1].legend(fontsize=8, title=group_key if group_key in adata.obs else None)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def highly_variable_genes(gex: ad.AnnData, *, save: str | os.PathLike | None = None):
@@ -148,7 +148,7 @@ def highly_variable_genes(gex: ad.AnnData, *, save: str | os.PathLike | None = N
     axes[0].set_title(f"highly variable genes: {hv.sum():,} of {len(hv):,}")
     axes[1].set_title("ranking score")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def peak_variability(atac: ad.AnnData, *, save: str | os.PathLike | None = None):
@@ -199,53 +199,46 @@ def peak_variability(atac: ad.AnnData, *, save: str | os.PathLike | None = None)
     axes[1].set_ylabel("variability score 1 - |p - 0.5|")
     axes[0].set_title(f"variable peaks: {hv.sum():,} of {len(hv):,}")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
-def architecture(model, *, save: str | os.PathLike | None = None):
-    """Figure 4 of the survey drawn for ``model``: encoders, the joint code, the decoders.
+def _box(ax, x, y, w, h, text, color):
+    """A rounded box with centred text: one block of the architecture figure."""
+    from matplotlib.patches import FancyBboxPatch
 
-    Arrows show which part of the code each decoder reads: with ``decoders="joint"`` both
-    decoders read the whole joint code; with ``"own"`` each reads only its modality's part.
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="k", lw=0.8))
+    ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
 
-    Returns
-    -------
-    The matplotlib figure.
-    """
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    cfg = model.get_config()  # the options as a plain dict
-    hidden = list(cfg.get("hidden", ()))
-    g_lat, a_lat = model.gex_latent_dim, model.atac_latent_dim
-    joint = cfg.get("decoders", "joint") == "joint"
-    fig, ax = plt.subplots(figsize=(11, 4.6))
-    ax.set_xlim(0, 11)
-    ax.set_ylim(0, 6)
-    ax.axis("off")
+def _arrow(ax, x0, y0, x1, y1, color="k"):
+    """An arrow from ``(x0, y0)`` to ``(x1, y1)``: data flowing between two blocks."""
+    from matplotlib.patches import FancyArrowPatch
 
-    def box(x, y, w, h, text, color):
-        ax.add_patch(
-            FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="k", lw=0.8)
+    ax.add_patch(
+        FancyArrowPatch(
+            (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color=color, lw=1.2
         )
-        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+    )
 
-    def arrow(x0, y0, x1, y1, color="k"):
-        ax.add_patch(
-            FancyArrowPatch(
-                (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color=color, lw=1.2
-            )
-        )
 
+def _draw_encoders(ax, model, cfg: dict, hidden: list) -> None:
+    """The left column of boxes: both inputs (sizes, and their SVD or scaling) and encoders."""
     hid = " > ".join(str(h) for h in hidden) or "none"
     k = cfg.get("n_components", 100)
     gex_how = {"svd": f"\n-> {k} PCs", "standardize": "\nz-scored"}.get(cfg.get("gex_input"), "")
     atac_how = {"svd": f"\n-> {k} LSI comps", "tfidf": "\nTF-IDF"}.get(cfg.get("atac_input"), "")
-    box(0.1, 3.6, 1.6, 1.0, f"GEX input\n{model.gex_dim:,} genes{gex_how}", "#cde")
-    box(0.1, 1.2, 1.6, 1.0, f"ATAC input\n{model.atac_dim:,} peaks{atac_how}", "#edc")
-    box(2.2, 3.6, 1.8, 1.0, f"GEX encoder\nDense {hid}", "#cde")
-    box(2.2, 1.2, 1.8, 1.0, f"ATAC encoder\nDense {hid}", "#edc")
-    box(4.6, 3.1, 1.4, 0.9, f"z_gex ({g_lat})", "#cde")
-    box(4.6, 1.9, 1.4, 0.9, f"z_atac ({a_lat})", "#edc")
+    _box(ax, 0.1, 3.6, 1.6, 1.0, f"GEX input\n{model.gex_dim:,} genes{gex_how}", "#cde")
+    _box(ax, 0.1, 1.2, 1.6, 1.0, f"ATAC input\n{model.atac_dim:,} peaks{atac_how}", "#edc")
+    _box(ax, 2.2, 3.6, 1.8, 1.0, f"GEX encoder\nDense {hid}", "#cde")
+    _box(ax, 2.2, 1.2, 1.8, 1.0, f"ATAC encoder\nDense {hid}", "#edc")
+
+
+def _draw_joint_code(ax, g_lat: int, a_lat: int) -> None:
+    """The two halves of the code, framed in purple as the joint code z."""
+    from matplotlib.patches import FancyBboxPatch
+
+    _box(ax, 4.6, 3.1, 1.4, 0.9, f"z_gex ({g_lat})", "#cde")
+    _box(ax, 4.6, 1.9, 1.4, 0.9, f"z_atac ({a_lat})", "#edc")
     ax.add_patch(
         FancyBboxPatch(
             (4.45, 1.7),
@@ -259,41 +252,61 @@ def architecture(model, *, save: str | os.PathLike | None = None):
         )
     )
     ax.text(5.3, 4.45, f"joint code z ({g_lat + a_lat})", ha="center", color="purple", fontsize=10)
-    box(
-        7.0,
-        3.6,
-        1.8,
-        1.0,
-        f"GEX decoder\nDense {' > '.join(str(h) for h in hidden[::-1]) or 'none'}",
-        "#cde",
-    )
-    box(
-        7.0,
-        1.2,
-        1.8,
-        1.0,
-        f"ATAC decoder\nDense {' > '.join(str(h) for h in hidden[::-1]) or 'none'}",
-        "#edc",
-    )
-    box(9.3, 3.6, 1.6, 1.0, "GEX output\nMSE (log-norm.)", "#cde")
-    box(9.3, 1.2, 1.6, 1.0, "ATAC logits\nBCE (binary)", "#edc")
-    arrow(1.75, 4.1, 2.15, 4.1)
-    arrow(1.75, 1.7, 2.15, 1.7)
-    arrow(4.05, 4.1, 4.55, 3.55)
-    arrow(4.05, 1.7, 4.55, 2.35)
+
+
+def _draw_decoders(ax, hidden: list) -> None:
+    """The right column of boxes: decoders (the encoders' layers reversed) and outputs."""
+    hid = " > ".join(str(h) for h in hidden[::-1]) or "none"
+    _box(ax, 7.0, 3.6, 1.8, 1.0, f"GEX decoder\nDense {hid}", "#cde")
+    _box(ax, 7.0, 1.2, 1.8, 1.0, f"ATAC decoder\nDense {hid}", "#edc")
+    _box(ax, 9.3, 3.6, 1.6, 1.0, "GEX output\nMSE (log-norm.)", "#cde")
+    _box(ax, 9.3, 1.2, 1.6, 1.0, "ATAC logits\nBCE (binary)", "#edc")
+
+
+def _draw_arrows(ax, joint: bool) -> None:
+    """The data flow between the blocks; from the code, purple arrows from both halves to both
+    decoders when they read the joint code, else one black arrow per modality."""
+    _arrow(ax, 1.75, 4.1, 2.15, 4.1)
+    _arrow(ax, 1.75, 1.7, 2.15, 1.7)
+    _arrow(ax, 4.05, 4.1, 4.55, 3.55)
+    _arrow(ax, 4.05, 1.7, 4.55, 2.35)
     if joint:
         for y_src in (3.55, 2.35):
-            arrow(6.05, y_src, 6.95, 4.1, "purple")
-            arrow(6.05, y_src, 6.95, 1.7, "purple")
+            _arrow(ax, 6.05, y_src, 6.95, 4.1, "purple")
+            _arrow(ax, 6.05, y_src, 6.95, 1.7, "purple")
     else:
-        arrow(6.05, 3.55, 6.95, 4.1)
-        arrow(6.05, 2.35, 6.95, 1.7)
-    arrow(8.85, 4.1, 9.25, 4.1)
-    arrow(8.85, 1.7, 9.25, 1.7)
+        _arrow(ax, 6.05, 3.55, 6.95, 4.1)
+        _arrow(ax, 6.05, 2.35, 6.95, 1.7)
+    _arrow(ax, 8.85, 4.1, 9.25, 4.1)
+    _arrow(ax, 8.85, 1.7, 9.25, 1.7)
+
+
+def architecture(model, *, save: str | os.PathLike | None = None):
+    """Figure 4 of the survey drawn for ``model``: encoders, the joint code, the decoders.
+
+    Arrows show which part of the code each decoder reads: with ``decoders="joint"`` both
+    decoders read the whole joint code; with ``"own"`` each reads only its modality's part.
+
+    Returns
+    -------
+    The matplotlib figure.
+    """
+    cfg = model.get_config()  # the options as a plain dict
+    hidden = list(cfg.get("hidden", ()))
+    g_lat, a_lat = model.gex_latent_dim, model.atac_latent_dim
+    joint = cfg.get("decoders", "joint") == "joint"
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 6)
+    ax.axis("off")
+    _draw_encoders(ax, model, cfg, hidden)
+    _draw_joint_code(ax, g_lat, a_lat)
+    _draw_decoders(ax, hidden)
+    _draw_arrows(ax, joint)
     title = (
         "both decoders read the whole joint code (Figure 4)"
         if joint
         else "each decoder reads only its own half (original notebook)"
     )
     ax.set_title(f"decoders={cfg.get('decoders')!r}: {title}", fontsize=11)
-    return _save(fig, save)
+    return save_figure(fig, save)

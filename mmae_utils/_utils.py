@@ -1,9 +1,11 @@
-"""Small shared helpers: seeding, atomic writes, sparse conversion, logging."""
+"""Small shared helpers: seeding, argument checks, atomic writes, row ranges, sparse conversion,
+logging."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import random
 import tempfile
@@ -50,6 +52,19 @@ def set_seed(seed: int, *, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def check_learning_rate(value) -> float:
+    """``value`` as a float if it is a valid learning rate (a real number > 0).
+
+    Raises ``TypeError`` for anything but a real number (``bool`` included) and
+    ``ValueError`` for one that is not > 0 (NaN included).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"learning_rate must be a positive number, got {value!r}.")
+    if not value > 0:
+        raise ValueError(f"learning_rate must be > 0, got {value}.")
+    return float(value)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -82,9 +97,19 @@ def to_csr(x) -> sp.csr_matrix:
 
 
 def row_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` pairs covering ``range(n)`` in steps of ``size`` (the last may be shorter)."""
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
+    """Row ranges ``(start, stop)`` covering ``range(n)`` in steps of ``size``.
+
+    The common way to walk ``n`` rows a chunk at a time (bounded memory): the last range is
+    shorter when ``size`` does not divide ``n``, and ``n = 0`` gives none.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is smaller than 1 (checked at the call, not at the first step).
+    """
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}.")
+    return ((start, min(start + size, n)) for start in range(0, n, size))
 
 
 def row_blocks(x: sp.csr_matrix, max_nnz: int = 1 << 22) -> Iterator[tuple[int, int]]:

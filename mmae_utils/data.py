@@ -22,6 +22,27 @@ from tqdm.auto import tqdm
 
 from ._utils import atomic_path, logger, row_ranges, to_csr
 
+__all__ = [
+    "ATAC",
+    "CHUNK_SIZE",
+    "GEX",
+    "MIN_CELLS",
+    "MIN_FEATURES",
+    "MultiomeError",
+    "ValidationReport",
+    "combine_selected",
+    "feature_types",
+    "is_backed",
+    "iter_counts",
+    "load_multiome",
+    "open_counts",
+    "read_counts",
+    "split_modalities",
+    "summarize",
+    "validate_multiome",
+    "write_h5ad",
+]
+
 GEX, ATAC = "GEX", "ATAC"
 #: Smallest dataset the pipeline accepts.
 MIN_CELLS = 50
@@ -121,6 +142,84 @@ def feature_types(adata: ad.AnnData) -> np.ndarray:
     return ft
 
 
+def _check_unique_names(adata: ad.AnnData) -> None:
+    """Raise if a cell or feature name occurs twice: names are how cells and features are found."""
+    if adata.obs_names.has_duplicates:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise MultiomeError(
+            f"{len(dup)} cell names occur more than once, e.g. {_fmt_examples(dup)}. Cell names "
+            "must be unique: call adata.obs_names_make_unique() (or fix how files were concatenated)."
+        )
+    if adata.var_names.has_duplicates:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        raise MultiomeError(
+            f"{len(dup)} feature names occur more than once, e.g. {_fmt_examples(dup)}. Feature "
+            "names must be unique: call adata.var_names_make_unique()."
+        )
+
+
+def _check_sizes(
+    adata: ad.AnnData, ft: np.ndarray, *, min_cells: int, min_features: int
+) -> tuple[int, int]:
+    """Numbers of GEX and ATAC features; raise if a modality is absent or the data are too small."""
+    n_gex, n_atac = int(np.sum(ft == GEX)), int(np.sum(ft == ATAC))
+    for name, n in ((GEX, n_gex), (ATAC, n_atac)):
+        if n == 0:
+            raise MultiomeError(
+                f"No {name} features: var['feature_types'] has only "
+                f"{'ATAC' if name == GEX else 'GEX'}. This pipeline needs paired GEX + ATAC "
+                "measurements of the same cells in one AnnData (see DESIGN.md)."
+            )
+        if n < min_features:
+            raise MultiomeError(f"Only {n} {name} features; at least {min_features} are needed.")
+    if adata.n_obs < min_cells:
+        raise MultiomeError(
+            f"Only {adata.n_obs} cells; at least {min_cells} are needed to train and evaluate."
+        )
+    return n_gex, n_atac
+
+
+def _counts_to_scan(adata: ad.AnnData, layer: str, counts):
+    """The counts to check, where they come from and whether they must be integers: ``counts``,
+    else ``layers[layer]``, else ``X`` with a warning (then not held to integers)."""
+    source = f"layers[{layer!r}]"
+    integer = True
+    if counts is None:
+        if layer in adata.layers:
+            counts = adata.layers[layer]
+        else:
+            warnings.warn(
+                f"layers[{layer!r}] is absent: falling back to adata.X for model inputs. The "
+                "pipeline derives inputs from raw counts (GEX: normalize_total + log1p; ATAC: "
+                "binarize); if X is not raw counts, store the counts in adata.layers['counts'].",
+                UserWarning,
+                stacklevel=3,  # the caller of validate_multiome
+            )
+            counts, source, integer = adata.X, "X", False
+    if counts is None:
+        raise MultiomeError("adata has neither layers['counts'] nor X: there is no data to use.")
+    return counts, source, integer
+
+
+def _warn_empty(n_obs: int, source: str, empty_rows: int, empty_features: dict[str, int]) -> None:
+    """Warn about cells and features without a single count: legal, but they carry nothing."""
+    if empty_rows:
+        warnings.warn(
+            f"{empty_rows} of {n_obs} cells have no counts at all in {source}. They carry "
+            "no information; remove them with sc.pp.filter_cells(adata, min_counts=1).",
+            UserWarning,
+            stacklevel=3,  # the caller of validate_multiome
+        )
+    if any(empty_features.values()):
+        warnings.warn(
+            f"{empty_features[GEX]} GEX and {empty_features[ATAC]} ATAC features are zero in "
+            f"every cell of {source}; feature selection never keeps them. Remove them with "
+            "sc.pp.filter_genes(adata, min_cells=1) if you want a smaller file.",
+            UserWarning,
+            stacklevel=3,  # the caller of validate_multiome
+        )
+
+
 def validate_multiome(
     adata: ad.AnnData,
     *,
@@ -161,68 +260,15 @@ def validate_multiome(
     MultiomeError
         (a ``ValueError``) for every violation listed above.
     """
-    if adata.obs_names.has_duplicates:
-        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
-        raise MultiomeError(
-            f"{len(dup)} cell names occur more than once, e.g. {_fmt_examples(dup)}. Cell names "
-            "must be unique: call adata.obs_names_make_unique() (or fix how files were concatenated)."
-        )
-    if adata.var_names.has_duplicates:
-        dup = adata.var_names[adata.var_names.duplicated()].unique()
-        raise MultiomeError(
-            f"{len(dup)} feature names occur more than once, e.g. {_fmt_examples(dup)}. Feature "
-            "names must be unique: call adata.var_names_make_unique()."
-        )
+    _check_unique_names(adata)
     ft = feature_types(adata)
-    n_gex, n_atac = int(np.sum(ft == GEX)), int(np.sum(ft == ATAC))
-    for name, n in ((GEX, n_gex), (ATAC, n_atac)):
-        if n == 0:
-            raise MultiomeError(
-                f"No {name} features: var['feature_types'] has only "
-                f"{'ATAC' if name == GEX else 'GEX'}. This pipeline needs paired GEX + ATAC "
-                "measurements of the same cells in one AnnData (see DESIGN.md)."
-            )
-        if n < min_features:
-            raise MultiomeError(f"Only {n} {name} features; at least {min_features} are needed.")
-    if adata.n_obs < min_cells:
-        raise MultiomeError(
-            f"Only {adata.n_obs} cells; at least {min_cells} are needed to train and evaluate."
-        )
-    source = f"layers[{layer!r}]"
-    integer = True
-    if counts is None:
-        if layer in adata.layers:
-            counts = adata.layers[layer]
-        else:
-            warnings.warn(
-                f"layers[{layer!r}] is absent: falling back to adata.X for model inputs. The "
-                "pipeline derives inputs from raw counts (GEX: normalize_total + log1p; ATAC: "
-                "binarize); if X is not raw counts, store the counts in adata.layers['counts'].",
-                UserWarning,
-                stacklevel=2,
-            )
-            counts, source, integer = adata.X, "X", False
-    if counts is None:
-        raise MultiomeError("adata has neither layers['counts'] nor X: there is no data to use.")
+    n_gex, n_atac = _check_sizes(adata, ft, min_cells=min_cells, min_features=min_features)
+    counts, source, integer = _counts_to_scan(adata, layer, counts)
     empty_rows, col_nnz = _scan_counts(
         counts, adata.n_obs, integer=integer, where=source, progress=progress
     )
     empty_features = {name: int(np.sum(col_nnz[ft == name] == 0)) for name in (GEX, ATAC)}
-    if empty_rows:
-        warnings.warn(
-            f"{empty_rows} of {adata.n_obs} cells have no counts at all in {source}. They carry "
-            "no information; remove them with sc.pp.filter_cells(adata, min_counts=1).",
-            UserWarning,
-            stacklevel=2,
-        )
-    if any(empty_features.values()):
-        warnings.warn(
-            f"{empty_features[GEX]} GEX and {empty_features[ATAC]} ATAC features are zero in "
-            f"every cell of {source}; feature selection never keeps them. Remove them with "
-            "sc.pp.filter_genes(adata, min_cells=1) if you want a smaller file.",
-            UserWarning,
-            stacklevel=2,
-        )
+    _warn_empty(adata.n_obs, source, empty_rows, empty_features)
     return ValidationReport(adata.n_obs, n_gex, n_atac, source, empty_rows, empty_features)
 
 
@@ -494,57 +540,6 @@ def summarize(adata: ad.AnnData, *, layer: str = "counts"):
             }
         )
     return pd.DataFrame(rows).set_index("modality").round(2)
-
-
-def save_input(adata: ad.AnnData, run_dir: str | os.PathLike, *, source: str) -> Path:
-    """Record which data a run uses, for the next notebooks (:func:`load_input`).
-
-    A file the user named (``source`` a path, or the cached GEO file) is referenced, not
-    copied; data that exist only in memory (the built-in demo) are written to
-    ``RUN_DIR/input.h5ad``.
-
-    Returns
-    -------
-    Path of ``RUN_DIR/input.json`` (and ``RUN_DIR/input.h5ad`` for in-memory data).
-    """
-    import json
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if "mmae_backed" in adata.uns:
-        record = {"source": source, "path": adata.uns["mmae_backed"]["path"], "backed": True}
-    elif adata.filename is not None or (source not in ("demo",) and Path(str(source)).exists()):
-        path = adata.filename or Path(str(source))
-        record = {"source": source, "path": str(Path(path).resolve()), "backed": False}
-    elif source == "bmmc":
-        from .datasets import fetch_bmmc
-
-        record = {"source": source, "path": str(fetch_bmmc()), "backed": False}
-    else:
-        path = write_h5ad(adata, run_dir / "input.h5ad")
-        record = {"source": source, "path": str(path.resolve()), "backed": False}
-    out = run_dir / "input.json"
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
-    return out
-
-
-def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.AnnData:
-    """Read the data recorded by :func:`save_input` in ``run_dir``.
-
-    Returns
-    -------
-    The AnnData (validated again, as :func:`load_multiome` does).
-    """
-    import json
-
-    record_path = Path(run_dir) / "input.json"
-    if not record_path.exists():
-        raise FileNotFoundError(
-            f"{record_path} does not exist: run notebook 01_load_data with RUN_DIR={str(run_dir)!r} first."
-        )
-    record = json.loads(record_path.read_text())
-    return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
 
 
 def is_backed(adata: ad.AnnData) -> bool:

@@ -14,6 +14,8 @@ from ._utils import logger, to_csr
 from .data import CHUNK_SIZE
 from .pp import binarized, counts_matrix
 
+__all__ = ["peak_cell_counts", "select_atac", "select_gex", "seurat_v3_chunked"]
+
 
 def _check_n_top(n_top: int, n_available: int, what: str) -> int:
     if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer):
@@ -33,6 +35,98 @@ def _check_n_top(n_top: int, n_available: int, what: str) -> int:
 def _is_integer_valued(x) -> bool:
     data = x.data if sp.issparse(x) else np.asarray(x)
     return bool(np.all(np.equal(np.mod(data, 1), 0)))
+
+
+def _check_gex_only(gex: ad.AnnData) -> None:
+    """Raise if ``gex`` still holds other features: HVG selection is for genes only."""
+    if "feature_types" in gex.var and set(gex.var["feature_types"].astype(str)) - {"GEX"}:
+        raise ValueError(
+            "select_gex got non-GEX features (var['feature_types'] has "
+            f"{sorted(set(gex.var['feature_types'].astype(str)))}). Split the modalities first: "
+            "gex, atac = mmae_utils.data.split_modalities(adata)."
+        )
+
+
+def _check_batch_key(gex: ad.AnnData, batch_key: str | None) -> None:
+    """Raise if ``batch_key`` is given but not a column of ``gex.obs``."""
+    if batch_key is not None and batch_key not in gex.obs:
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
+        )
+
+
+def _check_raw_counts(gex: ad.AnnData, x, flavor: str, layer: str | None) -> None:
+    """Raise if a seurat_v3 flavor is given non-integer data: its loess model is fit on counts."""
+    if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
+        raise ValueError(
+            f"flavor={flavor!r} expects raw counts, but the data in "
+            f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
+            "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
+        )
+
+
+def _hvg_input(gex: ad.AnnData, x, batch_key: str | None) -> ad.AnnData:
+    """A bare AnnData of ``x`` (and the batch column) for scanpy, so ``gex`` is left untouched."""
+    # scanpy wants a scipy sparse *matrix* or an ndarray; copy nothing but the wrapper
+    return ad.AnnData(
+        X=to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float64),
+        obs=gex.obs[[batch_key]] if batch_key else pd.DataFrame(index=gex.obs_names),
+        var=pd.DataFrame(index=gex.var_names),
+    )
+
+
+def _hvg_retrying_span(
+    tmp: ad.AnnData, *, n_top: int, flavor: str, batch_key: str | None, span: float
+) -> pd.DataFrame:
+    """``scanpy.pp.highly_variable_genes`` on ``tmp``; a singular seurat_v3 loess fit (small
+    batches) is retried with spans 0.5 and 0.8, with a warning, before the error is explained."""
+    import scanpy as sc
+
+    kwargs = {"span": span} if flavor.startswith("seurat_v3") else {}
+    spans = [span, *[s for s in (0.5, 0.8) if s > span]] if kwargs else [None]
+    for attempt, this_span in enumerate(spans):
+        if kwargs:
+            kwargs["span"] = this_span
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*n_top_genes > number of normalized.*")
+                result = sc.pp.highly_variable_genes(
+                    tmp,
+                    n_top_genes=n_top,
+                    flavor=flavor,
+                    batch_key=batch_key,
+                    inplace=False,
+                    **kwargs,
+                )
+            break
+        except ValueError as err:
+            if "singularit" not in str(err) or attempt == len(spans) - 1:
+                raise ValueError(
+                    f"highly_variable_genes(flavor={flavor!r}) failed: {err}. With batch_key, "
+                    "every batch needs enough cells (a few hundred); try batch_key=None, a "
+                    "larger span, or merging small batches."
+                ) from err
+            warnings.warn(
+                f"seurat_v3's loess fit was singular with span={this_span} "
+                f"({'per batch' if batch_key else 'on all cells'}); retrying with "
+                f"span={spans[attempt + 1]}.",
+                UserWarning,
+                stacklevel=3,  # the caller of select_gex
+            )
+    return result
+
+
+def _keep_exactly_n_top(result: pd.DataFrame, n_top: int) -> None:
+    """Make ``result["highly_variable"]`` hold exactly ``n_top`` genes, the best by score, then
+    by position (in place)."""
+    if result["highly_variable"].sum() != n_top:
+        # flavors that threshold dispersions can tie; keep exactly n_top by rank
+        col = "dispersions_norm" if "dispersions_norm" in result else "variances_norm"
+        score = np.nan_to_num(result[col].to_numpy(dtype=float), nan=-np.inf)
+        order = np.lexsort((np.arange(len(result)), -score))
+        keep = np.zeros(len(result), bool)
+        keep[order[:n_top]] = True
+        result["highly_variable"] = keep
 
 
 def select_gex(
@@ -91,19 +185,11 @@ def select_gex(
     ``gex.var["highly_variable_nbatches"]``). With ``inplace=False`` the same columns as a
     DataFrame indexed like ``gex.var``.
     """
-    import scanpy as sc
+    import scanpy  # noqa: F401 - imported on both paths, the chunked one too, as it always was
 
-    if "feature_types" in gex.var and set(gex.var["feature_types"].astype(str)) - {"GEX"}:
-        raise ValueError(
-            "select_gex got non-GEX features (var['feature_types'] has "
-            f"{sorted(set(gex.var['feature_types'].astype(str)))}). Split the modalities first: "
-            "gex, atac = mmae_utils.data.split_modalities(adata)."
-        )
+    _check_gex_only(gex)
     n_top = _check_n_top(n_top, gex.n_vars, "genes")
-    if batch_key is not None and batch_key not in gex.obs:
-        raise KeyError(
-            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
-        )
+    _check_batch_key(gex, batch_key)
     from .data import is_backed
 
     if chunked or (chunked is None and is_backed(gex)):
@@ -115,62 +201,12 @@ def select_gex(
         )  # fmt: skip
         return _finish_gex(gex, result, n_top, flavor, inplace)
     x = counts_matrix(gex, layer, "select_gex")
-    if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
-        raise ValueError(
-            f"flavor={flavor!r} expects raw counts, but the data in "
-            f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
-            "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
-        )
-    if batch_key is not None and batch_key not in gex.obs:
-        raise KeyError(
-            f"batch_key {batch_key!r} is not a column of obs ({list(gex.obs.columns)[:8]}...)."
-        )
-    # scanpy wants a scipy sparse *matrix* or an ndarray; copy nothing but the wrapper
-    tmp = ad.AnnData(
-        X=to_csr(x) if sp.issparse(x) else np.asarray(x, dtype=np.float64),
-        obs=gex.obs[[batch_key]] if batch_key else pd.DataFrame(index=gex.obs_names),
-        var=pd.DataFrame(index=gex.var_names),
+    _check_raw_counts(gex, x, flavor, layer)
+    result = _hvg_retrying_span(
+        _hvg_input(gex, x, batch_key), n_top=n_top, flavor=flavor, batch_key=batch_key, span=span
     )
-    kwargs = {"span": span} if flavor.startswith("seurat_v3") else {}
-    spans = [span, *[s for s in (0.5, 0.8) if s > span]] if kwargs else [None]
-    for attempt, this_span in enumerate(spans):
-        if kwargs:
-            kwargs["span"] = this_span
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*n_top_genes > number of normalized.*")
-                result = sc.pp.highly_variable_genes(
-                    tmp,
-                    n_top_genes=n_top,
-                    flavor=flavor,
-                    batch_key=batch_key,
-                    inplace=False,
-                    **kwargs,
-                )
-            break
-        except ValueError as err:
-            if "singularit" not in str(err) or attempt == len(spans) - 1:
-                raise ValueError(
-                    f"highly_variable_genes(flavor={flavor!r}) failed: {err}. With batch_key, "
-                    "every batch needs enough cells (a few hundred); try batch_key=None, a "
-                    "larger span, or merging small batches."
-                ) from err
-            warnings.warn(
-                f"seurat_v3's loess fit was singular with span={this_span} "
-                f"({'per batch' if batch_key else 'on all cells'}); retrying with "
-                f"span={spans[attempt + 1]}.",
-                UserWarning,
-                stacklevel=2,
-            )
     result.index = gex.var_names
-    if result["highly_variable"].sum() != n_top:
-        # flavors that threshold dispersions can tie; keep exactly n_top by rank
-        col = "dispersions_norm" if "dispersions_norm" in result else "variances_norm"
-        score = np.nan_to_num(result[col].to_numpy(dtype=float), nan=-np.inf)
-        order = np.lexsort((np.arange(len(result)), -score))
-        keep = np.zeros(len(result), bool)
-        keep[order[:n_top]] = True
-        result["highly_variable"] = keep
+    _keep_exactly_n_top(result, n_top)
     return _finish_gex(gex, result, n_top, flavor, inplace)
 
 
@@ -293,6 +329,131 @@ def _grouped_column_sums(
     return np.bincount(flat, weights=values, minlength=n_groups * n_cols).reshape(n_groups, n_cols)
 
 
+def _chunked_sums(
+    gex: ad.AnnData, codes: np.ndarray, n_b: int, *, chunk_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 over the counts: per batch and gene, the sum and the sum of squares of the counts."""
+    from .data import iter_counts
+
+    sums = np.zeros((n_b, gex.n_vars))
+    sq = np.zeros((n_b, gex.n_vars))
+    for start, stop, block in iter_counts(
+        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 1/2"
+    ):
+        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
+        # of large squares included), summed in float64: exact for integer counts
+        sums += _grouped_column_sums(block, codes[start:stop], n_b, block.data.astype(np.float64))
+        squares = (block.data * block.data).astype(np.float64)
+        sq += _grouped_column_sums(block, codes[start:stop], n_b, squares)
+    return sums, sq
+
+
+def _mean_var(s, q, n):
+    """Mean and unbiased variance from the sum ``s``, sum of squares ``q`` and count ``n``."""
+    mean = s / n
+    var = q / n - mean**2
+    if n != 1:
+        var = var * (n / (n - 1))
+    return mean, var
+
+
+def _loess_clip(sums: np.ndarray, sq: np.ndarray, n_per: np.ndarray, span: float):
+    """Per batch as scanpy: gene means, the sd of the loess trend of log variance on log mean,
+    and the clip value ``mean + sqrt(n) * sd`` (batches x genes)."""
+    from skmisc.loess import loess
+
+    n_b, n_genes = sums.shape
+    means, reg_stds, clips = [], [], []
+    for b in range(n_b):
+        mean, var = _mean_var(sums[b], sq[b], n_per[b])
+        not_const = var > 0
+        estimat_var = np.zeros(n_genes, dtype=np.float64)
+        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+        model.fit()
+        estimat_var[not_const] = model.outputs.fitted_values
+        reg_std = np.sqrt(10**estimat_var)
+        means.append(mean)
+        reg_stds.append(reg_std)
+        clips.append(reg_std * np.sqrt(n_per[b]) + mean)
+    return means, reg_stds, np.stack(clips)
+
+
+def _chunked_clipped_sums(
+    gex: ad.AnnData,
+    codes: np.ndarray,
+    n_b: int,
+    clip: np.ndarray,
+    *,
+    chunk_size: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: per batch and gene, the sum and sum of squares of the counts clipped at ``clip``."""
+    from .data import iter_counts
+
+    csum = np.zeros((n_b, gex.n_vars))
+    csq = np.zeros((n_b, gex.n_vars))
+    for start, stop, block in iter_counts(
+        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 2/2"
+    ):
+        row_codes = np.repeat(codes[start:stop], np.diff(block.indptr))
+        element = np.minimum(block.data.astype(np.float64), clip[row_codes, block.indices])
+        csum += _grouped_column_sums(block, codes[start:stop], n_b, element)
+        csq += _grouped_column_sums(block, codes[start:stop], n_b, element**2)
+    return csum, csq
+
+
+def _normalized_variances(n_per, means, reg_stds, csum, csq) -> np.ndarray:
+    """Per batch and gene, the variance of the clipped standardized counts (seurat_v3's score)."""
+    return np.stack(
+        [
+            (1 / ((n_per[b] - 1) * np.square(reg_stds[b])))
+            * ((n_per[b] * np.square(means[b])) + csq[b] - 2 * csum[b] * means[b])
+            for b in range(len(n_per))
+        ]
+    )
+
+
+def _seurat_v3_ranking(
+    var_names: pd.Index,
+    all_mean: np.ndarray,
+    all_var: np.ndarray,
+    norm_gene_vars: np.ndarray,
+    *,
+    n_top: int,
+    flavor: str,
+    batch_key: str | None,
+) -> pd.DataFrame:
+    """scanpy's final step: rank genes per batch, combine the batches as ``flavor`` says and
+    return scanpy's columns (``highly_variable_nbatches`` only with ``batch_key``)."""
+    # from here on exactly scanpy's ranking (Seurat v3's SelectIntegrationFeatures)
+    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
+    nbatches = np.sum((ranked < n_top).astype(int), axis=0)
+    ranked[ranked >= n_top] = np.nan
+    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
+    df = pd.DataFrame(index=var_names)
+    df["means"], df["variances"] = all_mean, all_var
+    df["highly_variable_nbatches"] = nbatches
+    df["highly_variable_rank"] = median_ranked
+    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
+    if flavor == "seurat_v3":
+        cols, asc = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
+    elif flavor == "seurat_v3_paper":
+        cols, asc = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
+    else:
+        raise ValueError(
+            f"The chunked path supports flavor 'seurat_v3' and 'seurat_v3_paper', not {flavor!r}."
+        )
+    order = df[cols].sort_values(cols, ascending=asc, na_position="last").index
+    df["highly_variable"] = False
+    df.loc[order[: int(n_top)], "highly_variable"] = True
+    out = df[
+        ["highly_variable", "highly_variable_rank", "means", "variances", "variances_norm"]
+    ].copy()
+    if batch_key is not None:
+        out["highly_variable_nbatches"] = df["highly_variable_nbatches"]
+    return out
+
+
 def seurat_v3_chunked(
     gex: ad.AnnData,
     *,
@@ -317,88 +478,21 @@ def seurat_v3_chunked(
     ``highly_variable_rank``, ``means``, ``variances``, ``variances_norm`` and
     ``highly_variable_nbatches``.
     """
-    from skmisc.loess import loess
-
-    from .data import iter_counts
+    from skmisc.loess import loess  # noqa: F401 - without scikit-misc, fail before pass 1
 
     codes, n_b = _batch_codes(gex, batch_key)
-    n_genes = gex.n_vars
-    sums = np.zeros((n_b, n_genes))
-    sq = np.zeros((n_b, n_genes))
-    for start, stop, block in iter_counts(
-        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 1/2"
-    ):
-        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
-        # of large squares included), summed in float64: exact for integer counts
-        sums += _grouped_column_sums(block, codes[start:stop], n_b, block.data.astype(np.float64))
-        squares = (block.data * block.data).astype(np.float64)
-        sq += _grouped_column_sums(block, codes[start:stop], n_b, squares)
+    sums, sq = _chunked_sums(gex, codes, n_b, chunk_size=chunk_size, progress=progress)
     n_per = np.bincount(codes, minlength=n_b).astype(np.float64)
-
-    def mean_var(s, q, n):
-        mean = s / n
-        var = q / n - mean**2
-        if n != 1:
-            var = var * (n / (n - 1))
-        return mean, var
-
-    all_mean, all_var = mean_var(sums.sum(0), sq.sum(0), float(gex.n_obs))
-    means, reg_stds, clips = [], [], []
-    for b in range(n_b):
-        mean, var = mean_var(sums[b], sq[b], n_per[b])
-        not_const = var > 0
-        estimat_var = np.zeros(n_genes, dtype=np.float64)
-        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
-        model.fit()
-        estimat_var[not_const] = model.outputs.fitted_values
-        reg_std = np.sqrt(10**estimat_var)
-        means.append(mean)
-        reg_stds.append(reg_std)
-        clips.append(reg_std * np.sqrt(n_per[b]) + mean)
-    clip = np.stack(clips)
-    csum = np.zeros((n_b, n_genes))
-    csq = np.zeros((n_b, n_genes))
-    for start, stop, block in iter_counts(
-        gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 2/2"
-    ):
-        row_codes = np.repeat(codes[start:stop], np.diff(block.indptr))
-        element = np.minimum(block.data.astype(np.float64), clip[row_codes, block.indices])
-        csum += _grouped_column_sums(block, codes[start:stop], n_b, element)
-        csq += _grouped_column_sums(block, codes[start:stop], n_b, element**2)
-    norm_gene_vars = np.stack(
-        [
-            (1 / ((n_per[b] - 1) * np.square(reg_stds[b])))
-            * ((n_per[b] * np.square(means[b])) + csq[b] - 2 * csum[b] * means[b])
-            for b in range(n_b)
-        ]
+    all_mean, all_var = _mean_var(sums.sum(0), sq.sum(0), float(gex.n_obs))
+    means, reg_stds, clip = _loess_clip(sums, sq, n_per, span)
+    csum, csq = _chunked_clipped_sums(
+        gex, codes, n_b, clip, chunk_size=chunk_size, progress=progress
     )
-    # from here on exactly scanpy's ranking (Seurat v3's SelectIntegrationFeatures)
-    ranked = np.argsort(np.argsort(-norm_gene_vars, axis=1), axis=1).astype(np.float32)
-    nbatches = np.sum((ranked < n_top).astype(int), axis=0)
-    ranked[ranked >= n_top] = np.nan
-    median_ranked = np.ma.median(np.ma.masked_invalid(ranked), axis=0).filled(np.nan)
-    df = pd.DataFrame(index=gex.var_names)
-    df["means"], df["variances"] = all_mean, all_var
-    df["highly_variable_nbatches"] = nbatches
-    df["highly_variable_rank"] = median_ranked
-    df["variances_norm"] = np.mean(norm_gene_vars, axis=0)
-    if flavor == "seurat_v3":
-        cols, asc = ["highly_variable_rank", "highly_variable_nbatches"], [True, False]
-    elif flavor == "seurat_v3_paper":
-        cols, asc = ["highly_variable_nbatches", "highly_variable_rank"], [False, True]
-    else:
-        raise ValueError(
-            f"The chunked path supports flavor 'seurat_v3' and 'seurat_v3_paper', not {flavor!r}."
-        )
-    order = df[cols].sort_values(cols, ascending=asc, na_position="last").index
-    df["highly_variable"] = False
-    df.loc[order[: int(n_top)], "highly_variable"] = True
-    out = df[
-        ["highly_variable", "highly_variable_rank", "means", "variances", "variances_norm"]
-    ].copy()
-    if batch_key is not None:
-        out["highly_variable_nbatches"] = df["highly_variable_nbatches"]
-    return out
+    norm_gene_vars = _normalized_variances(n_per, means, reg_stds, csum, csq)
+    return _seurat_v3_ranking(
+        gex.var_names, all_mean, all_var, norm_gene_vars,
+        n_top=n_top, flavor=flavor, batch_key=batch_key,
+    )  # fmt: skip
 
 
 def peak_cell_counts(

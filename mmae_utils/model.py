@@ -38,6 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ._cpu import bce_logits_per_cell, mse_per_cell
 from .config import (
     DEFAULT_CONFIG,
     DEFAULT_PRESET,
@@ -69,51 +70,6 @@ __all__ = [
 _REMOVED_OPTIONS = {"latent_activation": (None, "linear"), "latent_batch_norm": (False,)}
 
 
-@ops.custom_gradient
-def mse_per_cell(target, pred):
-    """Mean over features of ``(pred - target) ** 2``: one value per cell (row).
-
-    The same numbers as ``ops.mean(ops.square(pred - target), axis=-1)``, with the
-    gradient written out (``2 (pred - target) / features``, scaled by the upstream
-    gradient of each cell, reusing the forward difference) so that backpropagation costs
-    one element-wise op over the batch instead of the several that automatic
-    differentiation of the mean, the square and the difference takes (see
-    ``benchmarks/README.md``, Training).
-    """
-    diff = pred - target
-    loss = ops.mean(ops.square(diff), axis=-1)
-
-    def grad(*args, upstream=None):
-        if upstream is None:
-            (upstream,) = args
-        scale = ops.expand_dims(upstream * (2.0 / ops.cast(ops.shape(diff)[-1], diff.dtype)), -1)
-        d_pred = diff * scale
-        return -d_pred, d_pred
-
-    return loss, grad
-
-
-@ops.custom_gradient
-def bce_logits_per_cell(target, logits):
-    """Mean over features of the binary cross-entropy of ``sigmoid(logits)`` against
-    ``target``: one value per cell (row).
-
-    Computed as ``softplus(logits) - target * logits``, the same quantity as
-    ``ops.binary_crossentropy(target, logits, from_logits=True)`` (TensorFlow's
-    ``max(x, 0) - x t + log1p(exp(-|x|))``) up to round-off, with three element-wise ops
-    instead of seven; the gradient ``(sigmoid(logits) - target) / features`` is written
-    out: three ops instead of about eight (see ``benchmarks/README.md``, Training).
-    """
-    loss = ops.mean(ops.softplus(logits) - target * logits, axis=-1)
-
-    def grad(*args, upstream=None):
-        if upstream is None:
-            (upstream,) = args
-        scale = ops.expand_dims(upstream / ops.cast(ops.shape(logits)[-1], logits.dtype), -1)
-        d_logits = (ops.sigmoid(logits) - target) * scale
-        return -logits * scale, d_logits
-
-    return loss, grad
 
 
 def _seeds(seed: int | None, n: int) -> list[int | None]:

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from ._plotting_data import (
-    _save,
     architecture,
     composition,
     highly_variable_genes,
     peak_variability,
     qc,
+    save_figure,
 )
 
 __all__ = [
@@ -239,12 +239,70 @@ def umaps(
                 ax, coords, adata.obs[key], adata, key, order=order, size=size, legend=(i == 0)
             )
             ax.set_title(f"{name}: {key}", fontsize=10)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # --------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------
+
+
+def _heatmap_cells(ax, values: np.ndarray, x_pos: np.ndarray, cmap: str):
+    """Draw each column as its own image at ``x_pos`` (so ``overall`` can stand apart), NaN
+    grey, on the fixed scale [0, 1]; return the last image, for the colour bar."""
+    n_rows, n_cols = values.shape
+    cm = plt.get_cmap(cmap).with_extremes(bad="lightgrey")
+    mesh = None
+    for j in range(n_cols):
+        col = np.ma.masked_invalid(values[:, j : j + 1])
+        mesh = ax.imshow(
+            col,
+            cmap=cm,
+            vmin=0,
+            vmax=1,
+            aspect="auto",
+            extent=(x_pos[j] - 0.5, x_pos[j] + 0.5, n_rows - 0.5, -0.5),
+        )
+    return mesh
+
+
+def _heatmap_labels(ax, values: np.ndarray, x_pos: np.ndarray, n_metrics, has_overall: bool):
+    """Write every value in its cell ("n/a" for NaN); ``overall`` in bold, with "(k/6)" when
+    it averaged fewer than six metrics."""
+    n_rows, n_cols = values.shape
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = values[i, j]
+            text = "n/a" if not np.isfinite(v) else f"{v:.2f}"
+            bold = has_overall and j == n_cols - 1
+            if bold and n_metrics is not None and np.isfinite(v) and int(n_metrics.iloc[i]) < 6:
+                text += f" ({int(n_metrics.iloc[i])}/6)"
+            dark = np.isfinite(v) and v < 0.55
+            ax.text(
+                x_pos[j],
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if dark else "black",
+                fontweight="bold" if bold else "normal",
+            )
+
+
+def _heatmap_axes(ax, x_pos: np.ndarray, columns: list[str], index: pd.Index, has_overall: bool):
+    """Limits, ticks and frame of the heatmap: metric labels below (``overall`` bold), methods
+    on the left, no spines or tick marks."""
+    n_rows = len(index)
+    ax.set_xlim(x_pos[0] - 0.5, x_pos[-1] + 0.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    ax.set_xticks(x_pos, [METRIC_LABELS.get(c, c) for c in columns], fontsize=8)
+    ax.set_yticks(np.arange(n_rows), [str(m) for m in index])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
+    if has_overall:
+        ax.get_xticklabels()[-1].set_fontweight("bold")
 
 
 def metrics_heatmap(
@@ -307,50 +365,14 @@ def metrics_heatmap(
     if has_overall and n_cols > 1:
         x_pos[-1] += 0.35
     fig, ax = plt.subplots(figsize=(1.15 * n_cols + 3.2, 0.55 * n_rows + 1.9), layout="constrained")
-    cm = plt.get_cmap(cmap).with_extremes(bad="lightgrey")
-    mesh = None
-    for j in range(n_cols):
-        col = np.ma.masked_invalid(values[:, j : j + 1])
-        mesh = ax.imshow(
-            col,
-            cmap=cm,
-            vmin=0,
-            vmax=1,
-            aspect="auto",
-            extent=(x_pos[j] - 0.5, x_pos[j] + 0.5, n_rows - 0.5, -0.5),
-        )
+    mesh = _heatmap_cells(ax, values, x_pos, cmap)
     n_metrics = table["n_metrics"] if "n_metrics" in table.columns else None
-    for i in range(n_rows):
-        for j in range(n_cols):
-            v = values[i, j]
-            text = "n/a" if not np.isfinite(v) else f"{v:.2f}"
-            bold = has_overall and j == n_cols - 1
-            if bold and n_metrics is not None and np.isfinite(v) and int(n_metrics.iloc[i]) < 6:
-                text += f" ({int(n_metrics.iloc[i])}/6)"
-            dark = np.isfinite(v) and v < 0.55
-            ax.text(
-                x_pos[j],
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if dark else "black",
-                fontweight="bold" if bold else "normal",
-            )
-    ax.set_xlim(x_pos[0] - 0.5, x_pos[-1] + 0.5)
-    ax.set_ylim(n_rows - 0.5, -0.5)
-    ax.set_xticks(x_pos, [METRIC_LABELS.get(c, c) for c in columns], fontsize=8)
-    ax.set_yticks(np.arange(n_rows), [str(m) for m in table.index])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.tick_params(length=0)
-    if has_overall:
-        ax.get_xticklabels()[-1].set_fontweight("bold")
+    _heatmap_labels(ax, values, x_pos, n_metrics, has_overall)
+    _heatmap_axes(ax, x_pos, columns, table.index, has_overall)
     fig.colorbar(mesh, ax=ax, shrink=0.8, label="score (higher is better)")
     if title:
         ax.set_title(title)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # --------------------------------------------------------------------------------------
@@ -442,7 +464,43 @@ def loss_curves(
         if log_scale:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
-    return _save(fig, save)
+    return save_figure(fig, save)
+
+
+def _dots_and_mean(ax, y: float, values, mean: float, sd: float, color, rng) -> None:
+    """One method's row of a seed panel: a jittered dot per seed at height ``y`` and, just
+    above, the mean with ± sd (no bar when the sd is not finite)."""
+    ax.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), s=16, color=color)
+    ax.errorbar(
+        mean,
+        y + 0.32,
+        xerr=sd if np.isfinite(sd) else None,
+        fmt="D",
+        ms=4,
+        color="black",
+        capsize=3,
+        lw=1,
+    )
+
+
+def _score_panel(ax, table, summary, score: str, order: list, colors: dict, rng) -> None:
+    """The panel of one score: every method's seeds and mean ± sd, methods on the y axis."""
+    for y, method in enumerate(order):
+        values = table.xs(method, level="method")[score].to_numpy(dtype=float)
+        color = colors.get(method, "0.55")
+        mean, sd = summary.loc[method, (score, "mean")], summary.loc[method, (score, "sd")]
+        _dots_and_mean(ax, y, values, mean, sd, color, rng)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_title(score)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _difference_panel_axes(ax, score: str, reference: str) -> None:
+    """Zero line, ticks and title of the panel of differences to ``reference``."""
+    ax.axvline(0, color="black", lw=0.8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    ax.set_title(f"{score} minus {reference}")
+    ax.grid(axis="x", alpha=0.3)
 
 
 def seed_scores(
@@ -497,24 +555,7 @@ def seed_scores(
     )
     rng = np.random.default_rng(0)
     for ax, score in zip(axes[0], scores, strict=False):
-        for y, method in enumerate(order):
-            values = table.xs(method, level="method")[score].to_numpy(dtype=float)
-            color = colors.get(method, "0.55")
-            ax.scatter(values, y + rng.uniform(-0.12, 0.12, len(values)), s=16, color=color)
-            mean, sd = summary.loc[method, (score, "mean")], summary.loc[method, (score, "sd")]
-            ax.errorbar(
-                mean,
-                y + 0.32,
-                xerr=sd if np.isfinite(sd) else None,
-                fmt="D",
-                ms=4,
-                color="black",
-                capsize=3,
-                lw=1,
-            )
-        ax.set_yticks(range(len(order)), order)
-        ax.set_title(score)
-        ax.grid(axis="x", alpha=0.3)
+        _score_panel(ax, table, summary, score, order, colors, rng)
     if diff_panel:
         from .evaluation import seed_difference
 
@@ -528,20 +569,7 @@ def seed_scores(
                 - table.xs(reference, level="method")[scores[0]]
             ).dropna()
             color = colors.get(method, "0.55")
-            ax.scatter(per_seed, y + rng.uniform(-0.12, 0.12, len(per_seed)), s=16, color=color)
-            ax.errorbar(
-                d["mean"],
-                y + 0.32,
-                xerr=d["sd"] if np.isfinite(d["sd"]) else None,
-                fmt="D",
-                ms=4,
-                color="black",
-                capsize=3,
-                lw=1,
-            )
-        ax.axvline(0, color="black", lw=0.8)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-        ax.set_title(f"{scores[0]} minus {reference}")
-        ax.grid(axis="x", alpha=0.3)
+            _dots_and_mean(ax, y, per_seed, d["mean"], d["sd"], color, rng)
+        _difference_panel_axes(ax, scores[0], reference)
     fig.suptitle(f"Scores over {n_seeds} seed{'s' if n_seeds != 1 else ''} (dots), mean ± sd")
-    return _save(fig, save)
+    return save_figure(fig, save)

@@ -24,6 +24,23 @@ import yaml
 from ._utils import atomic_path, logger
 
 #: The tutorial, in order.
+__all__ = [
+    "NOTEBOOKS",
+    "REPORT_DEFAULTS",
+    "ReportError",
+    "load_params_file",
+    "main",
+    "notebook_parameters",
+    "notebooks_dir",
+    "replicate",
+    "run_report",
+    "train_like",
+    "verdict",
+    "write_json",
+    "write_summary",
+    "write_table",
+]
+
 NOTEBOOKS: tuple[str, ...] = (
     "01_load_data",
     "02_feature_selection",
@@ -122,6 +139,95 @@ def _failed_cell(ipynb: Path) -> str:
     return "an unknown cell"
 
 
+def _seed_spread(per_seed, method: str, reference: str) -> tuple[int, dict]:
+    """Number of seeds and, with more than one, the sd over seeds of each metric's paired
+    difference ``method - reference`` (what a difference must exceed to count)."""
+    if per_seed is None:
+        return 1, {}
+    from .evaluation import seed_difference
+
+    d = seed_difference(per_seed, method=method, reference=reference)
+    n_seeds = int(d["n_seeds"].iloc[0])
+    return n_seeds, d["sd"].to_dict() if n_seeds > 1 else {}
+
+
+def _verdict_head(a, b, method: str, reference: str, *, tie: float, n_seeds: int, sd: dict) -> str:
+    """The bold first sentence: win, tie or loss on ``overall``, with both scores and the
+    difference (with its spread over seeds when there are several)."""
+    diff = a["overall"] - b["overall"]
+    spread = f" ± {sd['overall']:.3f} (sd over {n_seeds} seeds)" if n_seeds > 1 else ""
+    scores = f"{a['overall']:.3f} vs {b['overall']:.3f}, {diff:+.3f}{spread}"
+    if n_seeds > 1:
+        scores = f"mean over {n_seeds} seeds: " + scores
+    if abs(diff) < max(tie, sd.get("overall", 0.0)):
+        return f"**`{method}` and `{reference}` tie overall** ({scores})."
+    if diff > 0:
+        return f"**`{method}` beats `{reference}` overall** ({scores})."
+    return f"**`{method}` does not beat `{reference}` overall** ({scores})."
+
+
+def _won_and_lost(a, b, cols: list[str], sd: dict) -> str:
+    """The sentence naming the metrics ``a`` wins and loses on: by more than 0.005 and than
+    the spread over seeds."""
+    import numpy as np
+
+    def margin(c):  # a difference within the spread over seeds is not a win or a loss
+        return max(0.005, sd.get(c, 0.0) if np.isfinite(sd.get(c, 0.0)) else 0.0)
+
+    won = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] > margin(c)]
+    lost = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] < -margin(c)]
+    return (
+        f"It is better on {', '.join(won) if won else 'no metric'}"
+        f" and worse on {', '.join(lost) if lost else 'no metric'}."
+    )
+
+
+def _best_single_modality(metrics, method: str, reference: str) -> str | None:
+    """The sentence saying whether the joint embeddings beat the best single modality (None
+    without ``gex_pca`` or ``atac_lsi`` rows)."""
+    alone = [m for m in ("gex_pca", "atac_lsi") if m in metrics.index]
+    if not alone:
+        return None
+    best_alone = max(alone, key=lambda m: metrics.loc[m, "overall"])
+    line = (
+        f"The best single modality, `{best_alone}`, scores {metrics.loc[best_alone, 'overall']:.3f}"
+    )
+    beats = [
+        m
+        for m in (method, reference)
+        if metrics.loc[m, "overall"] > metrics.loc[best_alone, "overall"]
+    ]
+    line += (
+        f": integration pays for {', '.join(f'`{m}`' for m in beats)}."
+        if beats
+        else ": neither joint embedding beats it, so integration has not paid here."
+    )
+    return line
+
+
+def _verdict_context(metrics, a, method: str, reference: str) -> list[str]:
+    """The context sentences: single modalities, the random floor, how many metrics
+    ``overall`` averages, and the competition's scale."""
+    import numpy as np
+
+    parts = []
+    line = _best_single_modality(metrics, method, reference)
+    if line is not None:
+        parts.append(line)
+    if "random" in metrics.index:
+        parts.append(f"The random floor scores {metrics.loc['random', 'overall']:.3f}.")
+    n = int(a["n_metrics"]) if "n_metrics" in metrics and np.isfinite(a["n_metrics"]) else None
+    if n is not None and n < 6:
+        parts.append(
+            f"Only {n} of the 6 metrics could be computed on these data, so `overall` averages {n}."
+        )
+    parts.append(
+        "For scale, the competition's own scores on the real data were 0.616 (PCA), 0.661 (MNN + PCA) "
+        "and 0.306 (random); synthetic data give other absolute values."
+    )
+    return parts
+
+
 def verdict(
     metrics,
     *,
@@ -155,7 +261,7 @@ def verdict(
     import numpy as np
     import pandas as pd
 
-    from .evaluation import METRICS, seed_difference
+    from .evaluation import METRICS
 
     per_seed = None
     if isinstance(metrics.index, pd.MultiIndex):
@@ -165,65 +271,15 @@ def verdict(
         missing = [m for m in (method, reference) if m not in metrics.index]
         return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
     a, b = metrics.loc[method], metrics.loc[reference]
-    diff = a["overall"] - b["overall"]
-    spread, n_seeds, sd = "", 1, {}
-    if per_seed is not None:
-        d = seed_difference(per_seed, method=method, reference=reference)
-        n_seeds = int(d["n_seeds"].iloc[0])
-        if n_seeds > 1:
-            sd = d["sd"].to_dict()
-            spread = f" ± {sd['overall']:.3f} (sd over {n_seeds} seeds)"
-    scores = f"{a['overall']:.3f} vs {b['overall']:.3f}, {diff:+.3f}{spread}"
-    if n_seeds > 1:
-        scores = f"mean over {n_seeds} seeds: " + scores
-    if abs(diff) < max(tie, sd.get("overall", 0.0)):
-        head = f"**`{method}` and `{reference}` tie overall** ({scores})."
-    elif diff > 0:
-        head = f"**`{method}` beats `{reference}` overall** ({scores})."
-    else:
-        head = f"**`{method}` does not beat `{reference}` overall** ({scores})."
+    n_seeds, sd = _seed_spread(per_seed, method, reference)
+    parts = [_verdict_head(a, b, method, reference, tie=tie, n_seeds=n_seeds, sd=sd)]
     cols = [
         c for c in (*METRICS, "ARI") if c in metrics and np.isfinite(a[c]) and np.isfinite(b[c])
     ]
-
-    def margin(c):  # a difference within the spread over seeds is not a win or a loss
-        return max(0.005, sd.get(c, 0.0) if np.isfinite(sd.get(c, 0.0)) else 0.0)
-
-    won = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] > margin(c)]
-    lost = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] < -margin(c)]
-    parts = [head]
-    parts.append(
-        f"It is better on {', '.join(won) if won else 'no metric'}"
-        f" and worse on {', '.join(lost) if lost else 'no metric'}."
-    )
+    parts.append(_won_and_lost(a, b, cols, sd))
     if not context:
         return " ".join(parts)
-    alone = [m for m in ("gex_pca", "atac_lsi") if m in metrics.index]
-    if alone:
-        best_alone = max(alone, key=lambda m: metrics.loc[m, "overall"])
-        line = f"The best single modality, `{best_alone}`, scores {metrics.loc[best_alone, 'overall']:.3f}"
-        beats = [
-            m
-            for m in (method, reference)
-            if metrics.loc[m, "overall"] > metrics.loc[best_alone, "overall"]
-        ]
-        line += (
-            f": integration pays for {', '.join(f'`{m}`' for m in beats)}."
-            if beats
-            else ": neither joint embedding beats it, so integration has not paid here."
-        )
-        parts.append(line)
-    if "random" in metrics.index:
-        parts.append(f"The random floor scores {metrics.loc['random', 'overall']:.3f}.")
-    n = int(a["n_metrics"]) if "n_metrics" in metrics and np.isfinite(a["n_metrics"]) else None
-    if n is not None and n < 6:
-        parts.append(
-            f"Only {n} of the 6 metrics could be computed on these data, so `overall` averages {n}."
-        )
-    parts.append(
-        "For scale, the competition's own scores on the real data were 0.616 (PCA), 0.661 (MNN + PCA) "
-        "and 0.306 (random); synthetic data give other absolute values."
-    )
+    parts += _verdict_context(metrics, a, method, reference)
     return " ".join(parts)
 
 

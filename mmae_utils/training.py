@@ -1,4 +1,4 @@
-"""Streaming sparse training, embedding, reconstruction and persistence of the autoencoder.
+"""Streaming sparse training, embedding and reconstruction of the autoencoder.
 
 The model never sees the whole matrix as one dense array: :func:`train` builds a
 ``tf.data`` pipeline over row indices that slices the CSR matrices one batch at a time,
@@ -12,31 +12,36 @@ used as is), dense NumPy arrays, or AnnData objects (cells x selected features).
 are turned into model inputs with :func:`mmae_utils.pp.log_normalized` (log1p-normalised
 counts) and :func:`mmae_utils.pp.binarized` (binarised counts) from ``layers[layer]``,
 and their ``var_names`` are checked against the features the model was trained on.
+
+Saving and loading live in :mod:`mmae_utils.persistence` (:func:`save_model`,
+:func:`load_model`, :func:`check_features`, re-exported here); the CPU speed-ups that
+training uses (:func:`fused_adam`, :func:`tune_malloc`, also re-exported) in the private
+``mmae_utils._cpu``, whose docstring gives what each one measured.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import numbers
-import sys
 import time
-import warnings
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._utils import atomic_path, logger, set_seed
+from ._cpu import fused_adam, tune_malloc
+from ._utils import check_learning_rate, logger, set_seed
 from .model import MultiModalAutoencoder
+from .persistence import check_features, load_model, save_model
 
 __all__ = [
     "HISTORY_COLUMNS",
     "check_features",
     "embed",
+    "epoch_timer",
     "fused_adam",
     "load_model",
     "make_dataset",
@@ -245,122 +250,16 @@ def _transformed(transform, x, batch_size: int = 4096) -> np.ndarray:
     return out
 
 
-def _fused_adam_class():
-    import keras
-    from keras import ops
+def epoch_timer():
+    """A Keras callback that writes each epoch's wall time into its logs as ``seconds``.
 
-    @keras.saving.register_keras_serializable(package="mmae")
-    class FusedAdam(keras.optimizers.Adam):
-        """Keras' Adam with the update done by TensorFlow's fused ``ResourceApplyAdam``.
-
-        The same update rule as ``keras.optimizers.Adam`` (bias-corrected step size,
-        epsilon outside the square root), but one multi-threaded kernel pass per variable
-        instead of about ten element-wise ops: without XLA, Keras' Adam costs several
-        milliseconds per step for the 3.8 million parameters of the default model.
-        Falls back to Keras' implementation for AMSGrad, weight decay and non-TensorFlow
-        backends.
-        """
-
-        def update_step(self, gradient, variable, learning_rate):
-            if self.amsgrad or keras.backend.backend() != "tensorflow":
-                return super().update_step(gradient, variable, learning_rate)
-            import tensorflow as tf
-
-            dtype = variable.dtype
-            step = ops.cast(self.iterations + 1, dtype)
-            beta_1 = ops.cast(self.beta_1, dtype)
-            beta_2 = ops.cast(self.beta_2, dtype)
-            index = self._get_variable_index(variable)
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle,
-                m=self._momentums[index].handle,
-                v=self._velocities[index].handle,
-                beta1_power=ops.power(beta_1, step),
-                beta2_power=ops.power(beta_2, step),
-                lr=ops.cast(learning_rate, dtype),
-                beta1=beta_1,
-                beta2=beta_2,
-                epsilon=ops.cast(self.epsilon, dtype),
-                grad=ops.cast(gradient, dtype),
-                use_locking=False,
-            )
-
-    return FusedAdam
-
-
-_FUSED_ADAM = None
-
-
-def fused_adam(learning_rate: float = 1e-3, **kwargs):
-    """A ``keras.optimizers.Adam`` whose update runs as TensorFlow's fused Adam kernel.
-
-    Parameters
-    ----------
-    learning_rate
-        Step size.
-    **kwargs
-        Other ``keras.optimizers.Adam`` arguments.
+    :func:`train` always uses one (the ``seconds`` column of its history);
+    ``benchmarks/bench_training.py`` times the dense path with it too.
 
     Returns
     -------
-    The optimizer (class ``FusedAdam``, registered as ``mmae>FusedAdam`` for saving).
+    A ``keras.callbacks.Callback``.
     """
-    global _FUSED_ADAM
-    if _FUSED_ADAM is None:
-        _FUSED_ADAM = _fused_adam_class()
-    return _FUSED_ADAM(learning_rate=learning_rate, **kwargs)
-
-
-_MALLOC_TUNED = False
-
-
-def tune_malloc(
-    *, mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20, top_pad: int = 64 << 20
-) -> bool:
-    """Stop glibc from returning (and re-faulting) memory at every training step.
-
-    With glibc's default settings every training step of TensorFlow on CPU (and every
-    densified batch) gets fresh, zero-filled pages from the kernel for its multi-MB
-    tensors: thousands of page faults per step, about a third of the CPU time of an epoch
-    on the benchmark machine. Raising the mmap and trim thresholds (the documented
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_``
-    tunables, set here with ``mallopt``) lets freed blocks be reused instead. The cost is that up to
-    ``trim_threshold`` bytes of freed memory may stay with the process. Process-wide and
-    applied once; a no-op (returning False) where glibc is not available.
-
-    Parameters
-    ----------
-    mmap_threshold
-        Allocations below this size come from the heap, not from fresh mmaps.
-    trim_threshold
-        Free memory at the top of the heap kept before returning it to the system.
-    top_pad
-        Extra memory requested from the system whenever a heap grows (or kept when it
-        shrinks); the per-thread heaps of tf.data and TensorFlow need it too.
-
-    Returns
-    -------
-    Whether the settings are in effect.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # pragma: no cover - musl or other libc
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-    ok = mallopt(m_trim_threshold, int(trim_threshold)) == 1 and ok
-    ok = mallopt(m_top_pad, int(top_pad)) == 1 and ok
-    _MALLOC_TUNED = ok
-    logger.debug("glibc malloc tuning %s", "applied" if ok else "failed")
-    return ok
-
-
-def _epoch_timer():
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -497,11 +396,84 @@ def train(
     are passed and the model has no feature names yet, ``model.gex_features`` /
     ``model.atac_features`` are set to their ``var_names``.
     """
-    import keras
+    batch_size, learning_rate = _check_options(
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_execution=steps_per_execution,
+        validation_fraction=validation_fraction,
+        patience=patience,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+    )
+    gex, atac, n_obs = _prepare_inputs(model, gex, atac, layer=layer, tune_memory=tune_memory)
+    plan = _split(
+        n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
+    )
+    _build_datasets(plan, model, gex, atac, batch_size=batch_size)
+    _compile(
+        model,
+        learning_rate=learning_rate,
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    _callbacks(
+        plan,
+        patience=patience,
+        min_delta=min_delta,
+        lr_schedule=lr_schedule,
+        learning_rate=learning_rate,
+        extra=callbacks,
+    )
+    history = _fit(model, plan, epochs=epochs, verbose=verbose)
+    options = {  # what notebook 04 records for report.replicate
+        "epochs": int(epochs),
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "validation_fraction": float(validation_fraction),
+        "patience": None if patience is None else int(patience),
+        "min_delta": float(min_delta),
+        "lr_schedule": lr_schedule,
+    }
+    return _finish(model, history, plan, options, gex, atac, n_obs)
 
-    for name, value in (("epochs", epochs),):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+# ---------------------------------------------------------------------------- train's steps
+@dataclass
+class _TrainPlan:
+    """What :func:`train` hands ``model.fit``, filled in step by step."""
+
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    data_seed: int | None  # seed of the training batches' order
+    pretransformed: tuple[str, ...] = ()  # modalities fed as their (fixed) SVD projection
+    train_ds: object = None
+    val_ds: object = None
+    callbacks: list = field(default_factory=list)
+    early: object = None  # the EarlyStopping callback, if any
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_rows)
+
+    @property
+    def monitor(self) -> str:
+        """The loss that early stopping and the plateau schedule watch."""
+        return "val_loss" if self.n_val else "loss"
+
+
+def _check_options(
+    *,
+    epochs,
+    batch_size,
+    steps_per_execution,
+    validation_fraction,
+    patience,
+    learning_rate,
+    lr_schedule,
+) -> tuple[int, float]:
+    """Check :func:`train`'s options (in this order); returns ``(batch_size, learning_rate)``."""
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     batch_size = _check_batch_size(batch_size)
     if (
         isinstance(steps_per_execution, bool)
@@ -517,13 +489,15 @@ def train(
         isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0
     ):
         raise ValueError(f"patience must be a non-negative integer or None, got {patience!r}.")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
-        raise TypeError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
+    learning_rate = check_learning_rate(learning_rate)
     if lr_schedule not in ("constant", "plateau"):
         raise ValueError(f'lr_schedule must be "constant" or "plateau", got {lr_schedule!r}.')
+    return batch_size, learning_rate
 
+
+def _prepare_inputs(model, gex, atac, *, layer, tune_memory):
+    """Model inputs from the data (recording AnnData feature names), the allocator tuned,
+    the input transforms fitted on all cells if not yet; returns ``(gex, atac, n_obs)``."""
     gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, record_features=True)
     if tune_memory:
         tune_malloc()
@@ -536,80 +510,108 @@ def train(
         )
         model.gex_transform.fit(gex)
         model.atac_transform.fit(atac)
+    return gex, atac, n_obs
 
+
+def _split(n_obs, *, validation_fraction, seed, deterministic) -> _TrainPlan:
+    """Seed everything, choose the validation cells and derive the batch-order seed."""
     if seed is not None:
         set_seed(seed, deterministic=deterministic)
     train_rows, val_rows = validation_split(
         n_obs, validation_fraction=validation_fraction, seed=seed
     )
-    n_val = len(val_rows)
     data_seed = None if seed is None else int(np.random.default_rng([seed, 1]).integers(2**31 - 1))
+    return _TrainPlan(train_rows, val_rows, data_seed)
 
+
+def _build_datasets(plan: _TrainPlan, model, gex, atac, *, batch_size: int) -> None:
+    """The shuffled training and the ordered validation pipelines, into ``plan``."""
     # SVD inputs are a fixed projection: project every cell once (cells x components,
     # small and dense) and train on that, instead of densifying and projecting thousands
     # of features for every batch of every epoch.
     fed = {"gex": gex, "atac": atac}
     transforms = {"gex": model.gex_transform, "atac": model.atac_transform}
-    pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
-    for name in pretransformed:
+    plan.pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
+    for name in plan.pretransformed:
         fed[name] = _transformed(transforms[name], fed[name])
-    train_ds = make_dataset(
-        fed["gex"], fed["atac"], train_rows, batch_size=batch_size, shuffle=True, seed=data_seed
+    plan.train_ds = make_dataset(
+        fed["gex"],
+        fed["atac"],
+        plan.train_rows,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=plan.data_seed,
     )
-    val_ds = (
+    plan.val_ds = (
         make_dataset(
-            fed["gex"], fed["atac"], val_rows, batch_size=max(batch_size, 1024), shuffle=False
+            fed["gex"],
+            fed["atac"],
+            plan.val_rows,
+            batch_size=max(batch_size, 1024),
+            shuffle=False,
         )
-        if n_val
+        if plan.n_val
         else None
     )
+
+
+def _compile(model, *, learning_rate: float, jit_compile, steps_per_execution) -> None:
+    """Recompile the model with a fresh optimizer."""
+    import keras
 
     # Under XLA the optimizer update is fused by the compiler; without it, TensorFlow's
     # fused Adam kernel replaces Keras' ten element-wise ops per variable.
     optimizer = (
-        keras.optimizers.Adam(learning_rate=float(learning_rate))
+        keras.optimizers.Adam(learning_rate=learning_rate)
         if jit_compile
-        else fused_adam(learning_rate=float(learning_rate))
+        else fused_adam(learning_rate=learning_rate)
     )
     model.compile(
         optimizer=optimizer,
         jit_compile=bool(jit_compile),
         steps_per_execution=int(steps_per_execution),
     )
-    monitor = "val_loss" if n_val else "loss"
-    cbs = [_epoch_timer()]
-    early = None
+
+
+def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_rate, extra):
+    """The epoch timer, early stopping, the plateau schedule and ``extra``, into ``plan``."""
+    import keras
+
+    plan.callbacks = [epoch_timer()]
     if patience is not None:
-        early = keras.callbacks.EarlyStopping(
-            monitor=monitor,
+        plan.early = keras.callbacks.EarlyStopping(
+            monitor=plan.monitor,
             patience=int(patience),
             min_delta=float(min_delta),
             restore_best_weights=True,
             verbose=0,
         )
-        cbs.append(early)
+        plan.callbacks.append(plan.early)
     if lr_schedule == "plateau":
-        cbs.append(
+        plan.callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor,
+                monitor=plan.monitor,
                 factor=0.5,
                 patience=3,
                 min_delta=float(min_delta),
-                min_lr=float(learning_rate) / 64,
+                min_lr=learning_rate / 64,
                 verbose=0,
             )
         )
-    cbs.extend(callbacks or [])
+    plan.callbacks.extend(extra or [])
 
-    logger.debug("training on %d cells, validating on %d", len(train_rows), n_val)
-    model._pretransformed = pretransformed
+
+def _fit(model, plan: _TrainPlan, *, epochs, verbose):
+    """``model.fit`` on the plan's datasets; returns Keras' ``History``."""
+    logger.debug("training on %d cells, validating on %d", len(plan.train_rows), plan.n_val)
+    model._pretransformed = plan.pretransformed
     try:
-        hist = model.fit(
-            train_ds,
-            validation_data=val_ds,
+        return model.fit(
+            plan.train_ds,
+            validation_data=plan.val_ds,
             epochs=int(epochs),
             verbose=verbose,
-            callbacks=cbs,
+            callbacks=plan.callbacks,
             shuffle=False,
         )
     finally:
@@ -617,26 +619,21 @@ def train(
         model._pretransformed = ()
         model.train_function = model.test_function = model.predict_function = None
 
-    df = pd.DataFrame(hist.history)
+
+def _finish(model, history, plan: _TrainPlan, options: dict, gex, atac, n_obs) -> pd.DataFrame:
+    """The history as :func:`train` returns it; the block scale fitted if the model has one."""
+    df = pd.DataFrame(history.history)
     df.index = pd.RangeIndex(1, len(df) + 1, name="epoch")
     cols = [c for c in HISTORY_COLUMNS if c in df] + [c for c in df if c not in HISTORY_COLUMNS]
     df = df[cols]
-    df.attrs["monitor"] = monitor
-    if early is not None and early.best_weights is not None:
-        df.attrs["best_epoch"] = int(early.best_epoch) + 1
+    df.attrs["monitor"] = plan.monitor
+    if plan.early is not None and plan.early.best_weights is not None:
+        df.attrs["best_epoch"] = int(plan.early.best_epoch) + 1
     else:
         df.attrs["best_epoch"] = len(df)
-    df.attrs["n_train"] = len(train_rows)
-    df.attrs["n_val"] = n_val
-    df.attrs["options"] = {  # what notebook 04 records for report.replicate
-        "epochs": int(epochs),
-        "batch_size": batch_size,
-        "learning_rate": float(learning_rate),
-        "validation_fraction": float(validation_fraction),
-        "patience": None if patience is None else int(patience),
-        "min_delta": float(min_delta),
-        "lr_schedule": lr_schedule,
-    }
+    df.attrs["n_train"] = len(plan.train_rows)
+    df.attrs["n_val"] = plan.n_val
+    df.attrs["options"] = options
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
         z = _run_batches(model, "code", gex, atac, n_obs, "both", 1024, model.latent_dim)
         model.block_scale.fit(z)
@@ -797,142 +794,3 @@ def reconstruct(
         e = np.exp(-np.abs(out))
         out = np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
     return out
-
-
-# ---------------------------------------------------------------------------- persistence
-def _first_difference(expected: Sequence[str], got: Sequence[str]) -> str:
-    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
-        if a != b:
-            return f"first difference at position {i}: model {a!r}, data {b!r}"
-    return f"the first {min(len(expected), len(got))} names agree"
-
-
-def check_features(
-    model: MultiModalAutoencoder,
-    *,
-    gex_features: Sequence[str] | None = None,
-    atac_features: Sequence[str] | None = None,
-) -> None:
-    """Raise a ``ValueError`` if data features differ from those the model was trained on.
-
-    Parameters
-    ----------
-    model
-        A model with ``gex_features`` / ``atac_features`` (set by :func:`train` on AnnData,
-        by :func:`save_model`, or at :func:`~mmae_utils.model.build_model`).
-    gex_features, atac_features
-        Feature names of the data (``var_names``), in column order. ``None`` skips the
-        check for that modality, as does a model that does not know its feature names.
-
-    Returns
-    -------
-    None; raises ``ValueError`` naming the modality, both counts and the first differing
-    names (or that the same features are in another order).
-    """
-    for label, expected, got in (
-        ("GEX", model.gex_features, gex_features),
-        ("ATAC", model.atac_features, atac_features),
-    ):
-        if expected is None or got is None:
-            continue
-        got = [str(n) for n in got]
-        if list(expected) == got:
-            continue
-        if len(expected) == len(got) and set(expected) == set(got):
-            detail = (
-                "the same features in a different order; reorder the data, e.g. "
-                f"adata[:, model.{label.lower()}_features]"
-            )
-        else:
-            missing = [n for n in expected if n not in set(got)]
-            detail = (
-                f"model has {len(expected)}, data has {len(got)}; "
-                f"{_first_difference(expected, got)}"
-            )
-            if missing:
-                detail += (
-                    f"; {len(missing)} model features absent from the data, e.g. {missing[:3]}"
-                )
-        raise ValueError(f"{label} features differ from those the model was trained on: {detail}.")
-
-
-def save_model(
-    model: MultiModalAutoencoder,
-    path: str | Path,
-    *,
-    gex_features: Sequence[str] | None = None,
-    atac_features: Sequence[str] | None = None,
-) -> Path:
-    """Save the model, its configuration and its feature names to one ``.keras`` file.
-
-    Parameters
-    ----------
-    model
-        The model to save.
-    path
-        Destination, ending in ``.keras``. Written atomically (a temporary file renamed
-        into place), so an interrupted save never leaves a broken file.
-    gex_features, atac_features
-        Names of the features the model was trained on, in column order (e.g.
-        ``gex.var_names``). Default: those the model already knows (set by :func:`train`
-        on AnnData). Stored in the model config inside the file.
-
-    Returns
-    -------
-    The ``Path`` written.
-    """
-    if not isinstance(model, MultiModalAutoencoder):
-        raise TypeError(f"model must be a MultiModalAutoencoder, got {type(model).__name__}.")
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(
-            f"save_model writes Keras 3 '.keras' files; {str(path)!r} has suffix "
-            f"{path.suffix!r}. Use e.g. {str(path.with_suffix('.keras'))!r}."
-        )
-    if gex_features is not None:
-        model.gex_features = gex_features
-    if atac_features is not None:
-        model.atac_features = atac_features
-    if model.gex_features is None or model.atac_features is None:
-        warnings.warn(
-            "Saving a model without feature names: applying it to other data can only check "
-            "feature counts. Pass gex_features= and atac_features= (e.g. var_names).",
-            UserWarning,
-            stacklevel=2,
-        )
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        # TensorFlow variables' __array__ predates NumPy 2's copy= keyword; harmless here.
-        warnings.filterwarnings(
-            "ignore", message="__array__ implementation doesn't accept a copy keyword"
-        )
-        model.save(tmp)
-    return path
-
-
-def load_model(path: str | Path, *, compile: bool = True) -> MultiModalAutoencoder:
-    """Load a model written by :func:`save_model`.
-
-    Parameters
-    ----------
-    path
-        A ``.keras`` file.
-    compile
-        Restore the compiled losses and optimizer as saved.
-
-    Returns
-    -------
-    The :class:`~mmae_utils.model.MultiModalAutoencoder`, with its configuration
-    (``model.config``) and ``model.gex_features`` / ``model.atac_features``.
-    """
-    import keras
-
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"load_model reads '.keras' files; got {str(path)!r}.")
-    if not path.exists():
-        raise FileNotFoundError(f"No model file at {str(path)!r}.")
-    fused_adam()  # registers mmae>FusedAdam, the optimizer train() may have compiled with
-    model = keras.saving.load_model(path, compile=compile)
-    if not isinstance(model, MultiModalAutoencoder):
-        raise TypeError(f"{str(path)!r} holds a {type(model).__name__}, not an mmae model.")
-    return model

@@ -439,3 +439,28 @@ def test_plateau_schedule_halves_the_learning_rate(data):
     assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="lr_schedule must be"):
         train(constant, gex, atac, epochs=1, lr_schedule="cosine")
+
+
+def test_learning_rate_errors(data):
+    gex, atac, _ = data
+    model = build_model(N_GENES, N_PEAKS, **SMALL)
+    for bad, err, match in (
+        (True, TypeError, "learning_rate must be a positive number, got True"),
+        ("0.1", TypeError, "learning_rate must be a positive number, got '0.1'"),
+        (0, ValueError, "learning_rate must be > 0, got 0"),
+        (float("nan"), ValueError, "learning_rate must be > 0, got nan"),
+    ):
+        with pytest.raises(err, match=match):
+            train(model, gex, atac, epochs=1, learning_rate=bad, verbose=0)
+
+
+def test_moved_names_stay_importable_from_training_and_model():
+    from mmae_utils import model, persistence, training
+
+    for name in ("check_features", "load_model", "save_model"):
+        assert getattr(training, name) is getattr(persistence, name)
+    assert training.fused_adam.__module__ == training.tune_malloc.__module__ == "mmae_utils._cpu"
+    assert (
+        model.mse_per_cell.__module__ == model.bce_logits_per_cell.__module__ == "mmae_utils._cpu"
+    )
+    assert set(training.__all__) <= set(dir(training))
