@@ -31,6 +31,7 @@ AnnData or column offsets. :mod:`mmae_utils.training` streams sparse AnnData int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 
@@ -68,8 +69,6 @@ __all__ = [
 #: Options of earlier versions that are gone, with the values that did nothing: a saved
 #: model that used them at these values still loads (see ``from_config``).
 _REMOVED_OPTIONS = {"latent_activation": (None, "linear"), "latent_batch_norm": (False,)}
-
-
 
 
 def _seeds(seed: int | None, n: int) -> list[int | None]:
@@ -145,7 +144,7 @@ class MultiModalAutoencoder(keras.Model):
         self.atac_transform = InputTransform(
             "atac", self.atac_input, self.atac_dim, self.n_components, name="atac_transform"
         )
-        self._pretransformed = ()  # modalities fed already transformed (set by train())
+        self._pretransformed = ()  # modalities fed already transformed (fed_transformed)
         # Plain tuples (not lists) so Keras' attribute tracking leaves them alone.
         self._gex_features = None
         self._atac_features = None
@@ -299,6 +298,24 @@ class MultiModalAutoencoder(keras.Model):
                 f"unexpected {sorted(unknown)}."
             )
         return inputs["gex"], inputs["atac"]
+
+    @contextlib.contextmanager
+    def fed_transformed(self, modalities: Sequence[str]):
+        """Within this block the model takes ``modalities`` already through their input
+        transform (:func:`mmae_utils.training.train` projects SVD inputs once, up front).
+
+        On leaving, the traced train / test / predict steps are dropped, since they
+        assumed projected inputs and must never run on raw ones.
+        """
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"Unknown modalities {unknown}; choose from {MODALITIES}.")
+        self._pretransformed = tuple(modalities)
+        try:
+            yield self
+        finally:
+            self._pretransformed = ()
+            self.train_function = self.test_function = self.predict_function = None
 
     def transform(self, inputs) -> dict:
         """``{"gex": ..., "atac": ...}`` as the network sees them (and reconstructs them).
