@@ -18,11 +18,14 @@ How ``latent_dim`` is split: the GEX encoder gets ``latent_dim // 2`` units and 
 encoder the remaining ``latent_dim - latent_dim // 2`` (10 + 10 for the default 20;
 10 + 11 for 21). Pass ``gex_latent_dim`` to choose another split.
 
-Losses: GEX is reconstructed as log-normalised values under the mean squared error; ATAC
-as *logits* under binary cross-entropy with ``from_logits=True`` (no activation on the
-ATAC output; :func:`mmae_utils.training.reconstruct` turns logits into probabilities).
-The total loss is ``gex_loss_weight * MSE + atac_loss_weight * BCE`` (0.5 / 0.5 as in the
-original notebook).
+Losses: each decoder reconstructs its modality as the network sees it (the input
+transform of :class:`~mmae_utils.layers.InputTransform`: log-normalised genes or their
+principal components, binarised peaks or their LSI components), under the mean squared
+error, or, for binarised peaks (``atac_input="binary"``), as *logits* under binary
+cross-entropy (:func:`mmae_utils.training.reconstruct` turns logits into probabilities).
+The total loss is ``gex_loss_weight * GEX loss + atac_loss_weight * ATAC loss`` (0.5 /
+0.5 as in the original notebook). The options are those of
+:class:`~mmae_utils.config.ModelConfig`.
 
 The model takes its inputs by name, ``{"gex": ..., "atac": ...}`` (dense float32
 tensors, cells x features) and returns ``{"gex": ..., "atac": ...}``; it never sees
