@@ -20,8 +20,8 @@ MAX_MODULE_LINES = 800
 
 # What the architecture issue has not reached yet, named so that nothing new slips in and
 # so that each entry must be removed once fixed (the tests fail on a stale entry too).
-KNOWN_LONG_FUNCTIONS = {"mmae_utils.evaluation.evaluate", "mmae_utils.model.__init__"}
-KNOWN_LONG_MODULES = {"mmae_utils.evaluation", "mmae_utils.model"}
+KNOWN_LONG_FUNCTIONS = {"mmae_utils.evaluation.evaluate"}
+KNOWN_LONG_MODULES = {"mmae_utils.evaluation"}
 KNOWN_PRIVATE_USES = {
     "mmae_utils.plotting imports mmae_utils.evaluation._fingerprint",
     "mmae_utils.plotting imports mmae_utils.evaluation._quiet",
