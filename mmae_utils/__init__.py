@@ -7,6 +7,9 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.data`: reading, validating and splitting multiome AnnData;
 - :mod:`mmae_utils.pp`: preprocessing shared by the model and the baselines;
 - :mod:`mmae_utils.features`: highly variable genes and variable peaks;
+- :mod:`mmae_utils.config`: the autoencoder's options (:class:`~mmae_utils.config.ModelConfig`)
+  and presets;
+- :mod:`mmae_utils.layers`: its custom Keras layers (input transforms, modality dropout);
 - :mod:`mmae_utils.model`: the Keras multi-modal autoencoder;
 - :mod:`mmae_utils.training`: streaming sparse training and embedding;
 - :mod:`mmae_utils.persistence`: saving and loading trained models;
@@ -36,6 +39,8 @@ _SUBMODULES = (
     "data",
     "pp",
     "features",
+    "config",
+    "layers",
     "model",
     "training",
     "persistence",

@@ -291,7 +291,7 @@ def architecture(model, *, save: str | os.PathLike | None = None):
     -------
     The matplotlib figure.
     """
-    cfg = model.config if hasattr(model, "config") else model.get_config()
+    cfg = model.get_config()  # the options as a plain dict
     hidden = list(cfg.get("hidden", ()))
     g_lat, a_lat = model.gex_latent_dim, model.atac_latent_dim
     joint = cfg.get("decoders", "joint") == "joint"

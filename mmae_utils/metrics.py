@@ -144,10 +144,16 @@ def silhouette_samples(x, labels) -> np.ndarray:
     Same definition and edge cases as sklearn's Euclidean silhouette (the mean distance to
     the own label excludes the cell itself; cells alone in their label get 0;
     ``nan_to_num``), computed with a compiled kernel that sums distances per label without
-    materialising distance matrices (memory O(cells x labels), several times faster than
-    sklearn at 69k cells). Each distance is computed in float32 from coordinate
-    differences (relative error about 1e-7, no cancellation) and summed in float64; the
-    result agrees with sklearn within 1e-6.
+    materialising distance matrices (memory O(cells x labels)). Each distance is computed
+    in float32 from coordinate differences (relative error about 1e-7, no cancellation)
+    and summed in float64; the result agrees with sklearn within 1e-6.
+
+    Kept because no library computing the same definition comes within 2x of it
+    (``benchmarks/bench_metric_kernels.py``, 69,249 cells, 20 dims, 22 labels, 2 CPUs):
+    3.2 s against 33 s for sklearn and 33 s for ``scib_metrics`` (JAX, compiled); the
+    cell type ASW 4.9 s against 48 s (``scib.me.silhouette``, ``scib_metrics``); the
+    batch ASW 0.78 s against 4.0 s (``scib.me.silhouette_batch``) and 3.4 s
+    (``scib_metrics``, compiled; 31 s with its compilation).
 
     Parameters
     ----------

@@ -377,11 +377,10 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
     options = json.loads(options_path.read_text())
     config = training.load_model(run_dir / "model.keras", compile=False).config
     if preset is not None:
-        if preset not in model.PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(model.PRESETS)}.")
-        config = {**model.PRESETS[preset], **{k: config[k] for k in _SIZE_OPTIONS}}
+        sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
+        config = model.ModelConfig.from_preset(preset, **sizes)
     gex, atac = data.split_modalities(selected, copy=False)
-    mmae = model.build_model(gex.n_vars, atac.n_vars, **{**config, "seed": int(seed)})
+    mmae = model.build_model(gex.n_vars, atac.n_vars, config=config.replace(seed=int(seed)))
     training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
     return training.embed(mmae, gex, atac)
 

@@ -604,8 +604,7 @@ def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_r
 def _fit(model, plan: _TrainPlan, *, epochs, verbose):
     """``model.fit`` on the plan's datasets; returns Keras' ``History``."""
     logger.debug("training on %d cells, validating on %d", len(plan.train_rows), plan.n_val)
-    model._pretransformed = plan.pretransformed
-    try:
+    with model.fed_transformed(plan.pretransformed):
         return model.fit(
             plan.train_ds,
             validation_data=plan.val_ds,
@@ -614,10 +613,6 @@ def _fit(model, plan: _TrainPlan, *, epochs, verbose):
             callbacks=plan.callbacks,
             shuffle=False,
         )
-    finally:
-        # the traced steps assumed projected inputs: never reuse them on raw inputs
-        model._pretransformed = ()
-        model.train_function = model.test_function = model.predict_function = None
 
 
 def _finish(model, history, plan: _TrainPlan, options: dict, gex, atac, n_obs) -> pd.DataFrame:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mmae_utils.config import DEFAULT_CONFIG, PRESETS, ModelConfig
+from mmae_utils.layers import ModalityDropout
 from mmae_utils.model import (
-    DEFAULT_CONFIG,
-    ModalityDropout,
     MultiModalAutoencoder,
     bce_logits_per_cell,
     build_model,
@@ -238,24 +238,21 @@ def test_config_round_trips_and_options_apply():
         "latent_dim": 7,
         "hidden": (16, 8),
         "decoders": "own",
-        "latent_activation": "tanh",
         "dropout": 0.1,
         "batch_norm": True,
         "latent_dropout": 0.2,
-        "latent_batch_norm": True,
         "modality_dropout": 0.3,
         "gex_loss_weight": 0.7,
         "atac_loss_weight": 0.3,
         "seed": 5,
     }
     model = build_model(G, A, preset="seed", gex_features=[f"g{i}" for i in range(G)], **config)
+    assert isinstance(model.config, ModelConfig)
     for key, value in config.items():
-        assert model.config[key] == value
+        assert getattr(model.config, key) == value == getattr(model, key)
     names = [layer.name for layer in model._flatten_layers(include_self=False)]
-    assert "latent_bn" in names and "latent_activation" in names
     assert "gex_encoder_bn1" in names and "atac_decoder_dropout0" in names
-    z = model.encode(_batch(4)).numpy()
-    assert np.abs(z).max() <= 1.0  # tanh on the latent code
+    assert "latent_dropout" in names
 
     clone = MultiModalAutoencoder.from_config(model.get_config())
     assert clone.config == model.config
@@ -267,6 +264,32 @@ def test_config_round_trips_and_options_apply():
     # same seed in the config -> same initial weights
     for a, b in zip(model.get_weights(), clone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # the Keras config holds the options as plain values (JSON)
+    keras_config = model.get_config()
+    assert keras_config["hidden"] == [16, 8] and keras_config["decoders"] == "own"
+
+
+def test_config_of_files_from_earlier_versions_loads():
+    # .keras files written before latent_activation / latent_batch_norm were removed
+    # store them at their no-op values; other values cannot be honoured any more
+    model = build_model(G, A, preset="seed", hidden=(8,))
+    old = {**model.get_config(), "latent_activation": None, "latent_batch_norm": False}
+    assert MultiModalAutoencoder.from_config(old).config == model.config
+    with pytest.raises(ValueError, match="latent_batch_norm=True"):
+        MultiModalAutoencoder.from_config({**old, "latent_batch_norm": True})
+
+
+def test_build_model_takes_a_config_or_a_preset():
+    config = ModelConfig.from_preset("seed", hidden=(8,), latent_dim=6)
+    model = build_model(G, A, config=config, dropout=0.1)  # options override the config
+    assert model.config == config.replace(dropout=0.1, gex_latent_dim=3)
+    with pytest.raises(ValueError, match="not both"):
+        build_model(G, A, preset="seed", config=config)
+    with pytest.raises(TypeError, match="must be a ModelConfig"):
+        build_model(G, A, config={"latent_dim": 6})
+    for removed in ("latent_activation", "latent_batch_norm", "learning_rate", "compile"):
+        with pytest.raises(TypeError, match="unknown option"):
+            build_model(G, A, preset="seed", hidden=(8,), **{removed: None})
 
 
 def test_feature_names_must_match_dims():
@@ -277,6 +300,8 @@ def test_feature_names_must_match_dims():
 
 
 def test_default_config_is_the_documented_one():
-    assert DEFAULT_CONFIG["latent_dim"] == 20 and DEFAULT_CONFIG["hidden"] == (250,)
-    assert DEFAULT_CONFIG["gex_loss_weight"] == DEFAULT_CONFIG["atac_loss_weight"] == 0.5
-    assert set(build_model(G, A, preset="seed", hidden=(4,)).config) == set(DEFAULT_CONFIG)
+    assert DEFAULT_CONFIG.latent_dim == 20 and DEFAULT_CONFIG.hidden == (250,)
+    assert DEFAULT_CONFIG.gex_loss_weight == DEFAULT_CONFIG.atac_loss_weight == 0.5
+    assert build_model(G, A, preset="seed", hidden=(4,)).config == PRESETS["seed"].replace(
+        hidden=(4,), gex_latent_dim=10
+    )

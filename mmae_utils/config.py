@@ -1,0 +1,279 @@
+"""The options of the multi-modal autoencoder: one typed, validated configuration.
+
+:class:`ModelConfig` is the one list of the model's options, with their defaults and
+meaning; :data:`PRESETS` holds the named configurations. Build a model from one with
+:func:`mmae_utils.model.build_model`::
+
+    config = ModelConfig.from_preset("seed", latent_dim=10)
+    mmae = build_model(gex.n_vars, atac.n_vars, config=config)
+
+This module does not import the model or its layers (they import it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Literal, get_args
+
+import keras
+import numpy as np
+
+__all__ = [
+    "ATAC_INPUTS",
+    "DECODERS",
+    "DEFAULT_CONFIG",
+    "DEFAULT_PRESET",
+    "GEX_INPUTS",
+    "LATENT_SCALINGS",
+    "MODALITIES",
+    "PRESETS",
+    "ModelConfig",
+    "check_activation",
+    "check_int",
+    "check_rate",
+    "overrides",
+]
+
+Decoders = Literal["joint", "own"]
+GexInput = Literal["log", "standardize", "svd"]
+AtacInput = Literal["binary", "tfidf", "svd"]
+LatentScaling = Literal["none", "block"]
+
+#: Valid values of the :class:`ModelConfig` fields of the same name.
+DECODERS: tuple[str, ...] = get_args(Decoders)
+GEX_INPUTS: tuple[str, ...] = get_args(GexInput)
+ATAC_INPUTS: tuple[str, ...] = get_args(AtacInput)
+LATENT_SCALINGS: tuple[str, ...] = get_args(LatentScaling)
+
+#: The two modalities, in the order of the joint code.
+MODALITIES = ("gex", "atac")
+
+
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` >= ``minimum``; ``TypeError`` / ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an integer, got {value!r} ({type(value).__name__}); "
+            "layer sizes are whole numbers (use latent_dim // 2, not latent_dim / 2)."
+        )
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_rate(name: str, value) -> float:
+    """``value`` as a ``float`` in [0, 1) (a dropout rate)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}.")
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}.")
+    return value
+
+
+def check_activation(name: str, value) -> str | None:
+    """The name of a Keras activation, or ``None`` for linear (``"linear"`` too)."""
+    if value is None or value == "linear":
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be the name of a Keras activation or None, got {value!r}.")
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"Unknown {name} {value!r}: {err}") from None
+    return value
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value
+
+
+def _check_loss_weight(name: str, value) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def _check_hidden(value) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(f"hidden must be a sequence of integer layer sizes, got {value!r}.")
+    return tuple(check_int(f"hidden[{i}]", h) for i, h in enumerate(value))
+
+
+def _check_names(where: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{where} got unknown option(s) {unknown}; valid options: {sorted(allowed)}."
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The options of the multi-modal autoencoder (:func:`mmae_utils.model.build_model`).
+
+    Frozen and validated on construction: a bad value raises a ``TypeError`` or a
+    ``ValueError`` naming the option. Lists are stored as tuples, numbers as ``int`` /
+    ``float``. The defaults below are the original model's (the ``"seed"`` preset);
+    ``"jae"`` (:data:`DEFAULT_PRESET`) differs as noted. Start from a preset with
+    :meth:`from_preset` and change options with :meth:`replace`.
+
+    Parameters
+    ----------
+    latent_dim : int, default 20
+        Size of the joint code (at least 2).
+    hidden : tuple of int, default (250,)
+        Sizes of the hidden Dense layers of each encoder; the decoders mirror them.
+    gex_latent_dim : int or None, default None
+        GEX encoder's part of the joint code; ATAC gets the rest. ``None``:
+        ``latent_dim // 2`` (see :attr:`latent_split`).
+    decoders : {"joint", "own"}, default "joint"
+        ``"joint"``: both decoders read the whole joint code (Figure 4). ``"own"``: each
+        decoder reads only its own modality's part (the original notebook's wiring, for
+        comparison).
+    activation : str or None, default "relu"
+        Keras activation of the hidden layers (``None`` or ``"linear"``: linear).
+    dropout : float in [0, 1), default 0.0
+        Dropout rate after each hidden layer.
+    batch_norm : bool, default False (``"jae"``: True)
+        Batch normalisation after each hidden layer (before its activation).
+    latent_dropout : float in [0, 1), default 0.0
+        Dropout on the joint code where the decoders read it (the embedding is taken
+        before it).
+    modality_dropout : float in [0, 1), default 0.0
+        Fraction of the cells of each training batch whose GEX or ATAC input (one of the
+        two, at random) is zeroed, so the code also works from a single modality (Ngiam
+        et al.). Active only during training; seeded.
+    gex_loss_weight, atac_loss_weight : float >= 0, default 0.5 each
+        Weights of the GEX and ATAC losses in the total loss (each loss is a mean over
+        its features, so 2,500 genes and 5,000 peaks weigh as the weights say); not both 0.
+    gex_input : {"log", "standardize", "svd"}, default "log" (``"jae"``: "svd")
+        What the network sees of GEX: ``"log"`` the log-normalised values,
+        ``"standardize"`` per-gene z-scores (clipped at 10), ``"svd"`` the first
+        ``n_components`` principal components (see
+        :class:`~mmae_utils.layers.InputTransform`). The GEX loss is the MSE in that
+        space.
+    atac_input : {"binary", "tfidf", "svd"}, default "binary" (``"jae"``: "svd")
+        ATAC: ``"binary"`` accessible or not, under binary cross-entropy on logits;
+        ``"tfidf"`` TF-IDF values or ``"svd"`` LSI components, under MSE.
+    n_components : int, default 100
+        Components per modality for the ``"svd"`` inputs (fewer than the modality's
+        features). Transforms are fitted on the cells of the first
+        :func:`~mmae_utils.training.train` call.
+    latent_scaling : {"none", "block"}, default "none" (``"jae"``: "block")
+        ``"block"``: the embedding's GEX and ATAC parts are scaled to the same total
+        variance (factors fixed after training, see :class:`~mmae_utils.layers.BlockScale`).
+    seed : int >= 0 or None, default 0
+        Seed of the weight initialisation and of the dropout masks (``None``: Keras'
+        global seed).
+    """
+
+    latent_dim: int = 20
+    hidden: tuple[int, ...] = (250,)
+    gex_latent_dim: int | None = None
+    decoders: Decoders = "joint"
+    activation: str | None = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+    latent_dropout: float = 0.0
+    modality_dropout: float = 0.0
+    gex_loss_weight: float = 0.5
+    atac_loss_weight: float = 0.5
+    gex_input: GexInput = "log"
+    atac_input: AtacInput = "binary"
+    n_components: int = 100
+    latent_scaling: LatentScaling = "none"
+    seed: int | None = 0
+
+    def __post_init__(self):
+        checked = {
+            "latent_dim": check_int("latent_dim", self.latent_dim, minimum=2),
+            "hidden": _check_hidden(self.hidden),
+        }
+        if self.gex_latent_dim is not None:
+            checked["gex_latent_dim"] = check_int("gex_latent_dim", self.gex_latent_dim)
+            if checked["latent_dim"] - checked["gex_latent_dim"] < 1:
+                raise ValueError(
+                    f"gex_latent_dim={checked['gex_latent_dim']} leaves no room for ATAC in "
+                    f"latent_dim={checked['latent_dim']}."
+                )
+        checked["decoders"] = _check_choice("decoders", self.decoders, DECODERS)
+        checked["activation"] = check_activation("activation", self.activation)
+        for name in ("dropout", "latent_dropout", "modality_dropout"):
+            checked[name] = check_rate(name, getattr(self, name))
+        checked["batch_norm"] = bool(self.batch_norm)
+        for name in ("gex_loss_weight", "atac_loss_weight"):
+            checked[name] = _check_loss_weight(name, getattr(self, name))
+        if checked["gex_loss_weight"] == 0 and checked["atac_loss_weight"] == 0:
+            raise ValueError("gex_loss_weight and atac_loss_weight cannot both be 0.")
+        checked["latent_scaling"] = _check_choice(
+            "latent_scaling", self.latent_scaling, LATENT_SCALINGS
+        )
+        checked["gex_input"] = _check_choice("gex_input", self.gex_input, GEX_INPUTS)
+        checked["atac_input"] = _check_choice("atac_input", self.atac_input, ATAC_INPUTS)
+        checked["n_components"] = check_int("n_components", self.n_components)
+        if self.seed is not None:
+            checked["seed"] = check_int("seed", self.seed, minimum=0)
+        for name, value in checked.items():  # normalised values (tuples, ints, floats)
+            object.__setattr__(self, name, value)
+
+    @property
+    def latent_split(self) -> tuple[int, int]:
+        """``(GEX part, ATAC part)`` of the joint code: ``gex_latent_dim`` (default
+        ``latent_dim // 2``) and the rest (10 + 10 for 20; 10 + 11 for 21)."""
+        gex = self.latent_dim // 2 if self.gex_latent_dim is None else self.gex_latent_dim
+        return gex, self.latent_dim - gex
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The names of the options, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **options) -> ModelConfig:
+        """A copy with ``options`` changed (validated); unknown names raise a ``TypeError``."""
+        _check_names("ModelConfig.replace()", options, self.option_names())
+        return dataclasses.replace(self, **options)
+
+    @classmethod
+    def from_preset(cls, name: str | None = None, **options) -> ModelConfig:
+        """The preset ``name`` of :data:`PRESETS` (``None``: :data:`DEFAULT_PRESET`) with
+        ``options`` changed (see :meth:`replace`)."""
+        name = DEFAULT_PRESET if name is None else name
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose from {sorted(PRESETS)}.")
+        return PRESETS[name].replace(**options)
+
+
+def overrides(**options) -> dict:
+    """``options`` without those that are ``None`` ("the preset's"), for
+    :meth:`ModelConfig.from_preset` from parameters where ``None`` means "keep"."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+#: Named configurations (``build_model(preset=...)``). ``"seed"`` is the original
+#: notebook's architecture with its defects fixed: the network sees the log-normalised
+#: genes and binarised peaks themselves (MSE / BCE). ``"jae"`` feeds it per-modality SVD
+#: components instead (GEX PCA + ATAC LSI, 100 each, both under MSE, as the JAE model of
+#: the NeurIPS 2021 competition), with batch normalisation and the two halves of the
+#: embedding scaled to equal total variance. See ``benchmarks/ablation.md``.
+PRESETS: dict[str, ModelConfig] = {"seed": ModelConfig()}
+PRESETS["jae"] = PRESETS["seed"].replace(
+    gex_input="svd", atac_input="svd", batch_norm=True, latent_scaling="block"
+)
+
+#: The preset :func:`~mmae_utils.model.build_model` starts from when none is named.
+DEFAULT_PRESET = "jae"
+
+#: The configuration :func:`~mmae_utils.model.build_model` builds without options.
+DEFAULT_CONFIG: ModelConfig = PRESETS[DEFAULT_PRESET]

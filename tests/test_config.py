@@ -1,0 +1,99 @@
+"""Tests of mmae_utils.config: the model's options, presets and their validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mmae_utils.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_PRESET,
+    PRESETS,
+    ModelConfig,
+    check_int,
+    check_rate,
+    overrides,
+)
+
+
+def test_presets_are_configs_and_jae_is_the_default():
+    assert DEFAULT_PRESET == "jae" and DEFAULT_CONFIG == PRESETS["jae"]
+    assert PRESETS["seed"] == ModelConfig()
+    jae = PRESETS["jae"]
+    assert (jae.gex_input, jae.atac_input, jae.batch_norm, jae.latent_scaling) == (
+        "svd",
+        "svd",
+        True,
+        "block",
+    )
+    back = {"gex_input": "log", "atac_input": "binary", "batch_norm": False}
+    assert dataclasses.replace(jae, latent_scaling="none", **back) == PRESETS["seed"]
+
+
+def test_values_are_normalised_and_frozen():
+    config = ModelConfig(hidden=[np.int64(8), 4], dropout=np.float32(0.5), activation="linear")
+    assert config.hidden == (8, 4) and type(config.hidden[0]) is int
+    assert config.dropout == 0.5 and type(config.dropout) is float
+    assert config.activation is None
+    assert ModelConfig(hidden=16).hidden == (16,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.latent_dim = 4
+    with pytest.raises(TypeError):
+        ModelConfig(20)  # keyword only
+
+
+def test_latent_split():
+    assert ModelConfig().latent_split == (10, 10)
+    assert ModelConfig(latent_dim=21).latent_split == (10, 11)
+    assert ModelConfig(latent_dim=9, gex_latent_dim=3).latent_split == (3, 6)
+    # the default split follows latent_dim through replace()
+    assert ModelConfig().replace(latent_dim=30).latent_split == (15, 15)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"latent_dim": 1}, ValueError, "latent_dim must be >= 2"),
+        ({"hidden": "250"}, TypeError, "sequence of integer layer sizes"),
+        ({"latent_dim": 4, "gex_latent_dim": 4}, ValueError, "no room for ATAC"),
+        ({"activation": 3}, TypeError, "name of a Keras activation"),
+        ({"latent_dropout": -0.1}, ValueError, r"latent_dropout must be in \[0, 1\)"),
+        ({"atac_loss_weight": float("nan")}, ValueError, "atac_loss_weight must be a finite"),
+        ({"gex_loss_weight": 0, "atac_loss_weight": 0}, ValueError, "cannot both be 0"),
+        ({"atac_input": "log"}, ValueError, "atac_input must be one of"),
+        ({"n_components": 0}, ValueError, "n_components must be >= 1"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer"),
+    ],
+)
+def test_every_option_is_validated(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ModelConfig(**kwargs)
+
+
+def test_from_preset_replace_and_overrides():
+    config = ModelConfig.from_preset("seed", latent_dim=8)
+    assert config == PRESETS["seed"].replace(latent_dim=8)
+    assert ModelConfig.from_preset() == PRESETS[DEFAULT_PRESET]
+    with pytest.raises(ValueError, match="Unknown preset 'best'"):
+        ModelConfig.from_preset("best")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['latent_size'\]"):
+        config.replace(latent_size=20)
+    with pytest.raises(TypeError, match="unknown option"):
+        ModelConfig.from_preset("jae", latent_activation="tanh")
+    # None means "the preset's"
+    assert overrides(latent_dim=6, gex_input=None, batch_norm=False) == {
+        "latent_dim": 6,
+        "batch_norm": False,
+    }
+
+
+def test_public_checks():
+    assert check_int("n", np.int32(3)) == 3
+    with pytest.raises(TypeError, match="n must be an integer"):
+        check_int("n", True)
+    assert check_rate("r", 0) == 0.0
+    with pytest.raises(ValueError, match="r must be in"):
+        check_rate("r", 1.0)
