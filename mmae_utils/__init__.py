@@ -45,6 +45,8 @@ _SUBMODULES = (
     "training",
     "persistence",
     "baselines",
+    "neighbors",
+    "metrics",
     "evaluation",
     "plotting",
     "report",

@@ -1,14 +1,16 @@
 """Small shared helpers: seeding, argument checks, atomic writes, row ranges, sparse conversion,
-logging."""
+logging, quiet calls."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import numbers
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,24 @@ if not logger.handlers:
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Silence scib's prints and the FutureWarnings / view warnings of scanpy and pandas.
+
+    Yields the buffer that collects what was printed (e.g. to look for a message in it).
+    """
+    import anndata as ad
+
+    buf = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", ad.ImplicitModificationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield buf
 
 
 def set_seed(seed: int, *, deterministic: bool = True) -> None:

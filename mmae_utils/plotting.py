@@ -23,6 +23,7 @@ from ._plotting_data import (
     qc,
     save_figure,
 )
+from .neighbors import resolve_embeddings, umap_coords, umap_key
 
 __all__ = [
     "architecture",
@@ -53,64 +54,6 @@ METRIC_LABELS = {
 # --------------------------------------------------------------------------------------
 # UMAPs
 # --------------------------------------------------------------------------------------
-
-
-def umap_key(obsm_key: str) -> str:
-    """Where :func:`umaps` stores the UMAP of ``adata.obsm[obsm_key]`` (``adata.obsm``)."""
-    return f"{obsm_key}_umap"
-
-
-def _graph_for(adata: ad.AnnData, obsm_key: str | None, x: np.ndarray, n_neighbors, seed):
-    """A small AnnData holding ``x`` and its kNN graph (reused from :func:`evaluate` if valid)."""
-    import scanpy as sc
-
-    from .evaluation import _fingerprint, _quiet, neighbors_key
-
-    g = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.astype(str)), obsm={"X_emb": x})
-    stored = adata.uns.get(neighbors_key(obsm_key)) if obsm_key is not None else None
-    if stored is not None:
-        p = stored.get("params", {})
-        valid = (
-            p.get("mmae_fingerprint") == _fingerprint(x)
-            and int(p.get("n_neighbors", -1)) == n_neighbors
-            and p.get("random_state") == seed
-            and stored["connectivities_key"] in adata.obsp
-            and stored["distances_key"] in adata.obsp
-        )
-        if valid:
-            g.obsp["connectivities"] = adata.obsp[stored["connectivities_key"]]
-            g.obsp["distances"] = adata.obsp[stored["distances_key"]]
-            params = {k: v for k, v in p.items() if k != "mmae_fingerprint"}
-            params["use_rep"] = "X_emb"
-            g.uns["neighbors"] = {
-                "connectivities_key": "connectivities",
-                "distances_key": "distances",
-                "params": params,
-            }
-            return g, True
-    with _quiet():
-        sc.pp.neighbors(g, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
-    return g, False
-
-
-def _umap_coords(adata, obsm_key, x, *, n_neighbors, seed, recompute, store) -> np.ndarray:
-    import scanpy as sc
-
-    from .evaluation import _fingerprint, _quiet
-
-    record = {"fingerprint": _fingerprint(x), "n_neighbors": n_neighbors, "seed": seed}
-    if obsm_key is not None and not recompute:
-        done = adata.uns.get("mmae_umap", {}).get(obsm_key)
-        if done is not None and dict(done) == record and umap_key(obsm_key) in adata.obsm:
-            return np.asarray(adata.obsm[umap_key(obsm_key)])
-    g, _ = _graph_for(adata, obsm_key, x, n_neighbors, seed)
-    with _quiet():
-        sc.tl.umap(g, random_state=seed)
-    coords = np.asarray(g.obsm["X_umap"], dtype=np.float32)
-    if store and obsm_key is not None and not adata.is_view:
-        adata.obsm[umap_key(obsm_key)] = coords
-        adata.uns.setdefault("mmae_umap", {})[obsm_key] = record
-    return coords
 
 
 def _palette(adata: ad.AnnData, key: str, categories: Sequence) -> list:
@@ -214,7 +157,6 @@ def umaps(
     ``adata.obsm[umap_key(k)]`` (cells x 2) and ``adata.uns["mmae_umap"][k]`` (embedding
     fingerprint, ``n_neighbors``, ``seed``).
     """
-    from .evaluation import _resolve_embeddings
 
     color = [color] if isinstance(color, str) else list(color)
     if not color:
@@ -222,7 +164,7 @@ def umaps(
     for key in color:
         if key not in adata.obs:
             raise KeyError(f"obs[{key!r}] is missing (columns: {list(adata.obs.columns)}).")
-    embs = _resolve_embeddings(adata, embeddings)
+    embs = resolve_embeddings(adata, embeddings)
     size = point_size if point_size is not None else min(20.0, 120000 / max(adata.n_obs, 1))
     order = np.random.default_rng(seed).permutation(adata.n_obs)  # no batch drawn last on top
     n_rows, n_cols = len(embs), len(color)
@@ -230,7 +172,7 @@ def umaps(
         n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False, layout="constrained"
     )
     for i, (name, (obsm_key, x)) in enumerate(embs.items()):
-        coords = _umap_coords(
+        coords = umap_coords(
             adata, obsm_key, x, n_neighbors=n_neighbors, seed=seed, recompute=recompute, store=store
         )
         for j, key in enumerate(color):

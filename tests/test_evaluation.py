@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from mmae_utils import evaluation as ev
 from mmae_utils._utils import logger
+from mmae_utils.metrics import import_scib
 
 LABEL_METRICS = ["NMI", "ARI", "cell_type_ASW", "graph_connectivity"]
 
@@ -169,6 +170,31 @@ def test_stores_the_knn_graph(scored):
     assert abs(conn - conn.T).max() < 1e-6  # scanpy's symmetric UMAP connectivities
 
 
+def test_registry_runs_a_subset_in_registry_order(scored):
+    adata, keys, df = scored
+    assert list(ev.REGISTRY) == [c for c in ev.COLUMNS if c not in ("overall", "n_metrics")]
+    emb = {"pca_concat": keys["pca_concat"]}
+    out = ev.evaluate(adata, emb, metrics=["batch_ASW", "ARI"], seed=0, progress=False)
+    row, full = out.loc["pca_concat"], df.loc["pca_concat"]
+    # ARI alone still clusters at the NMI-optimal resolution, on the same graph
+    assert row["ARI"] == full["ARI"] and row["batch_ASW"] == full["batch_ASW"]
+    assert np.isnan(row["NMI"]) and row["n_metrics"] == 1  # ARI is not in overall
+    assert [step for _, step, *_ in out.attrs["timeline"]] == ["kNN graph", "ARI", "batch_ASW"]
+    assert (
+        out.attrs["details"]["pca_concat"]["resolution"]
+        == (df.attrs["details"]["pca_concat"]["resolution"])
+    )
+
+
+def test_metrics_without_a_graph_build_none(scored):
+    adata, keys, df = scored
+    out = ev.evaluate(
+        adata, {"gex_pca": keys["gex_pca"]}, metrics=["cell_type_ASW"], progress=False
+    )
+    assert [step for _, step, *_ in out.attrs["timeline"]] == ["cell_type_ASW"]
+    assert out.loc["gex_pca", "cell_type_ASW"] == df.loc["gex_pca", "cell_type_ASW"]
+
+
 def test_accepts_arrays_and_lists(scored):
     adata, keys, df = scored
     x = adata.obsm[keys["gex_pca"]]
@@ -244,7 +270,7 @@ def test_silhouette_samples_equals_sklearn(dtype):
 
 
 def test_asw_equal_scib(scored):
-    scib = ev._scib()
+    scib = import_scib()
 
     adata, keys, df = scored
     for method, key in keys.items():
@@ -257,7 +283,7 @@ def test_asw_equal_scib(scored):
 
 
 def test_cell_cycle_equals_scib(scored):
-    scib = ev._scib()
+    scib = import_scib()
 
     from mmae_utils.data import split_modalities
     from mmae_utils.pp import log_normalized
@@ -278,7 +304,7 @@ def test_cell_cycle_equals_scib(scored):
 def test_graph_metrics_equal_scib_on_the_same_graph(scored):
     import scanpy as sc
 
-    scib = ev._scib()
+    scib = import_scib()
 
     adata, keys, df = scored
     key = keys["pca_concat"]
@@ -313,7 +339,7 @@ def _graph(adata, key):
 
 
 def test_full_leidenalg_search_equals_scib(scored):
-    scib = ev._scib()
+    scib = import_scib()
 
     adata, keys, _ = scored
     g = _graph(adata, keys["gex_pca"])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mmae_utils import evaluation as ev
-from mmae_utils import plotting
+from mmae_utils import neighbors, plotting
 
 matplotlib.use("Agg")
 
@@ -74,10 +74,10 @@ def test_umaps_reuse_stored_coordinates_and_graph(embedded):
     plotting.umaps(adata, {"g": key}, color="cell_type")
     assert np.abs(adata.obsm[plotting.umap_key(key)] - (first + 100)).max() > 1
     # evaluate's stored graph is reused (same content, n_neighbors and seed)
-    g, reused = plotting._graph_for(adata, key, adata.obsm[key], 15, 0)
+    g, reused = neighbors.graph_for(adata, key, adata.obsm[key], 15, 0)
     assert not reused
     ev.evaluate(adata, {"g": key}, metrics=["graph_connectivity"], progress=False)
-    g, reused = plotting._graph_for(adata, key, adata.obsm[key], 15, 0)
+    g, reused = neighbors.graph_for(adata, key, adata.obsm[key], 15, 0)
     assert reused
     nk = ev.neighbors_key(key)
     assert (g.obsp["connectivities"] != adata.obsp[f"{nk}_connectivities"]).nnz == 0
@@ -217,8 +217,8 @@ def test_evaluation_leaves_matplotlib_style_alone():
     code = (
         "import matplotlib as mpl\n"
         "before = dict(mpl.rcParams)\n"
-        "from mmae_utils import evaluation\n"
-        "evaluation._scib()\n"
+        "from mmae_utils import evaluation, metrics\n"
+        "metrics.import_scib()\n"
         "import scib\n"
         "changed = [k for k, v in before.items() if mpl.rcParams[k] != v]\n"
         "assert not changed, changed\n"
