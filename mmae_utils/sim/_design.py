@@ -15,7 +15,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._cells import assign_cells, cell_cycle, library_sizes, obs_table, trajectories
-from ._layout import latent_layout, modality_views
+from ._effects import Effects, effects
+from ._facts import LINEAGE
+from ._layout import LINEAGES, latent_layout, modality_views, shape_types
+from ._mechanisms import Mechanisms
 from ._programmes import gene_programmes, peak_programmes, var_table
 
 
@@ -48,6 +51,7 @@ class Design:
     atac_batch: np.ndarray  # batches x peaks
     peak_gene: sp.csr_matrix  # peaks x genes (gene-activity links)
     latent_for_obsm: np.ndarray  # cells x k (true joint state, for the precomputed obsm stand-ins)
+    effects: Effects  # the mechanisms' parameters (Mechanisms)
 
 
 def design(
@@ -62,6 +66,7 @@ def design(
     modality_bias: float,
     atac_density: float,
     noise: float,
+    mechanisms: Mechanisms,
 ) -> Design:
     """Draw the design of a :func:`~mmae_utils.sim.synthetic_bmmc` dataset (arguments checked).
 
@@ -70,19 +75,43 @@ def design(
     The :class:`Design`, per-cell and per-feature arrays in float32 (library sizes and
     depth in float64).
     """
+    mech = mechanisms
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    layout = latent_layout(rng, cell_types, modality_bias)
+    layout = shape_types(latent_layout(rng, cell_types, modality_bias), mech)
     types, batch_codes = assign_cells(rng, n_cells, cell_types, batches)
-    latent, membership, pt_gex, pt_atac = trajectories(rng, layout, types)
-    latent += rng.normal(0, 0.35 * noise, latent.shape)  # within-type variation
-    z_gex, z_atac = modality_views(latent, layout)
-    cc, phase = cell_cycle(rng, cell_types, types)
+    latent, latent_atac, membership, pt_gex, pt_atac = trajectories(
+        rng, layout, types, lead=mech.atac_lead, pt_noise=mech.atac_pseudotime_noise
+    )
+    within = rng.normal(0, 0.35 * noise, latent.shape)  # within-type variation
+    latent += within
+    if latent_atac is not latent:
+        latent_atac += within
+    z_gex, _ = modality_views(latent, layout)
+    _, z_atac = modality_views(latent_atac, layout)
+    cc, phase = cell_cycle(rng, cell_types, types, share=mech.cell_cycle)
     log_lib, atac_depth = library_sizes(
         rng, cell_types, types, batch_codes, len(batches), batch_effect, atac_density
     )
     genes = gene_programmes(rng, n_genes, layout, modality_bias, batches, batch_effect)
+    genes.markers = genes.markers * mech.type_separation
+    genes.atac_source = genes.atac_source * mech.type_separation
+    genes.cc = genes.cc * mech.cell_cycle
     peaks = peak_programmes(rng, n_peaks, genes, layout, batches, batch_effect)
     obs = obs_table(rng, cell_types, batches, types, batch_codes, pt_gex, pt_atac, phase)
+    rng_m = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    sites = sorted({b.split("d")[0] for b in batches})
+    site_codes = np.array([sites.index(b.split("d")[0]) for b in batches])[batch_codes]
+    lineage_codes = np.array([LINEAGES.index(LINEAGE[t]) for t in cell_types])[types]
+    parts = dict(
+        gex_w=genes.w, n_shared=layout.s_type.stop, peak_gene=peaks.peak_gene,
+        atac_base=peaks.base, gex_cc=genes.cc, gex_base=genes.base, gex_markers=genes.markers,
+        types=types, lineage_codes=lineage_codes, n_lineages=len(LINEAGES),
+        batch_codes=batch_codes, n_batches=len(batches), site_codes=site_codes,
+        n_sites=len(sites),
+    )  # fmt: skip
+    eff = effects(rng_m, mech, parts)
+    if mech.capture > 0:  # site-level differences in GEX capture (library size)
+        log_lib = log_lib + rng_m.normal(0, mech.capture, len(sites))[site_codes]
     f32 = np.float32
     return Design(
         obs=obs,
@@ -108,4 +137,5 @@ def design(
         atac_batch=peaks.batch.astype(f32),
         peak_gene=peaks.peak_gene,
         latent_for_obsm=latent.astype(f32),
+        effects=eff,
     )

@@ -115,6 +115,19 @@ MODALITY_BIAS: dict[str, str] = {
     t: SUBGROUP_BIAS[g] for t, g in SUBGROUP.items() if g in SUBGROUP_BIAS
 }
 
+#: The T/NK states that overlap in the real data (``Mechanisms.t_cell_overlap``).
+T_STATES: tuple[str, ...] = (
+    "CD4+ T naive",
+    "CD4+ T activated",
+    "CD8+ T naive",
+    "CD8+ T",
+    "NK",
+    "ILC",
+)
+
+#: The progenitors that form a continuum in the real data (``Mechanisms.progenitor_continuum``).
+PROGENITORS: tuple[str, ...] = ("HSC", "Lymph prog", "G/M prog", "MK/E prog")
+
 #: Differentiation trajectories (as in the real file: erythroid, B cell, monocyte).
 TRAJECTORIES: dict[str, tuple[str, ...]] = {
     "erythroid": ("HSC", "MK/E prog", "Proerythroblast", "Erythroblast", "Normoblast"),
