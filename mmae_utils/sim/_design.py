@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._cells import assign_cells, cell_cycle, library_sizes, obs_table, trajectories
-from ._effects import Effects, effects
+from ._effects import Effects, broad_cycle, effects
 from ._facts import LINEAGE
 from ._layout import LINEAGES, latent_layout, modality_views, shape_types
 from ._mechanisms import Mechanisms
@@ -88,7 +88,7 @@ def design(
         latent_atac += within
     z_gex, _ = modality_views(latent, layout)
     _, z_atac = modality_views(latent_atac, layout)
-    cc, phase = cell_cycle(rng, cell_types, types, share=mech.cell_cycle)
+    cc, phase = cell_cycle(rng, cell_types, types, share=mech.cycling)
     log_lib, atac_depth = library_sizes(
         rng, cell_types, types, batch_codes, len(batches), batch_effect, atac_density
     )
@@ -109,6 +109,7 @@ def design(
         batch_codes=batch_codes, n_batches=len(batches), site_codes=site_codes,
         n_sites=len(sites),
     )  # fmt: skip
+    genes.cc = parts["gex_cc"] = broad_cycle(rng_m, genes.cc, genes.var.index, mech)
     eff = effects(rng_m, mech, parts)
     if mech.capture > 0:  # site-level differences in GEX capture (library size)
         log_lib = log_lib + rng_m.normal(0, mech.capture, len(sites))[site_codes]

@@ -75,6 +75,18 @@ def _ambient_profile(gex_base, gex_markers, types: np.ndarray) -> np.ndarray:
     return (prob / prob.sum()).astype(np.float32)
 
 
+def broad_cycle(rng, gex_cc: np.ndarray, names, mech: Mechanisms) -> np.ndarray:
+    """``gex_cc`` with a share ``mech.cycle_breadth`` of the unnamed genes following the
+    cycle weakly (one phase each, log-fold up to ``0.5 mech.cell_cycle``)."""
+    if mech.cycle_breadth <= 0:
+        return gex_cc
+    fillers = np.flatnonzero(np.char.startswith(np.asarray(names, dtype=str), "SYN"))
+    chosen = fillers[rng.random(fillers.size) < mech.cycle_breadth]
+    out = gex_cc.copy()
+    out[rng.integers(0, 2, chosen.size), chosen] = mech.cell_cycle * rng.uniform(0.1, 0.5, chosen.size)
+    return out
+
+
 def effects(rng, mech: Mechanisms, parts: dict) -> Effects:
     """Draw the mechanisms' parameters from ``rng`` in a fixed order.
 

@@ -43,8 +43,14 @@ class Mechanisms:
         Standard deviation of the noise of the ATAC pseudotime, measured on its own (the
         GEX pseudotime's noise is a third of it).
     cell_cycle
-        Scale of the effect of the cell cycle on the S and G2/M genes (log-fold), and of
-        the share of cycling cells (:data:`~mmae_utils.sim.CYCLING`, capped at 0.9).
+        Scale of the effect of the cell cycle on the S and G2/M genes (log-fold).
+    cycle_breadth
+        In [0, 1]: share of the other (unnamed) genes that follow the cycle weakly
+        (log-fold up to ``0.5 cell_cycle``), as hundreds of genes do in real cells; the
+        cycle is then a broad axis of variation, not one carried by a few genes.
+    cycling
+        Scale of the share of cycling cells of each type (:data:`~mmae_utils.sim.CYCLING`,
+        others 0.05; capped at 0.9).
     atac_cell_cycle
         Effect of the cell cycle on the peaks linked to cell-cycle genes, relative to the
         genes' (weak: chromatin changes little through the cycle).
@@ -65,9 +71,11 @@ class Mechanisms:
     regulation: float = 1.5
     atac_lead: float = 0.15
     atac_pseudotime_noise: float = 0.12
-    cell_cycle: float = 2.2
+    cell_cycle: float = 0.5
+    cycle_breadth: float = 0.3
+    cycling: float = 2.5
     atac_cell_cycle: float = 0.15
-    donor_type: float = 0.25
+    donor_type: float = 0.5
     capture: float = 0.3
     ambient: float = 0.04
 
@@ -77,7 +85,7 @@ class Mechanisms:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
                 raise ValueError(f"Mechanisms.{field.name} must be a number >= 0, got {value!r}.")
             object.__setattr__(self, field.name, float(value))
-        for name in ("t_cell_overlap", "progenitor_continuum", "nonlinearity"):
+        for name in ("t_cell_overlap", "progenitor_continuum", "nonlinearity", "cycle_breadth"):
             if getattr(self, name) > 1:
                 raise ValueError(f"Mechanisms.{name} must be in [0, 1], got {getattr(self, name)}.")
 
@@ -94,6 +102,8 @@ class Mechanisms:
             atac_lead=0.0,
             atac_pseudotime_noise=0.02,
             cell_cycle=1.0,
+            cycle_breadth=0.0,
+            cycling=1.0,
             atac_cell_cycle=0.0,
             donor_type=0.0,
             capture=0.0,
