@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy.stats import spearmanr
 
 from mmae_utils import data, datasets, evaluation, pp
-from mmae_utils.metrics import CellCycle
 
 SIZE = {"n_cells": 2000, "n_genes": 1000, "n_peaks": 3000, "seed": 11, "progress": False}
 
@@ -23,6 +19,11 @@ def draws():
         "default": datasets.synthetic_bmmc(**SIZE),
         "linear": datasets.synthetic_bmmc(**SIZE, mechanisms=datasets.Mechanisms.linear()),
     }
+
+
+def _without(**off):
+    """The same draw with the default mechanisms except ``off``."""
+    return datasets.synthetic_bmmc(**SIZE, mechanisms=datasets.Mechanisms().replace(**off))
 
 
 def _log_gex(adata) -> np.ndarray:
@@ -77,32 +78,21 @@ def test_batch_correction_raises_nmi(draws):
     assert df.loc["harmony", "NMI"] > df.loc["pca_concat", "NMI"] + 0.02
 
 
-def _pca(x: np.ndarray, n: int) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    return u[:, :n] * s[:n]
+def test_expression_follows_the_openness_of_linked_peaks(draws):
+    """Regulation: a gene's expression correlates with its linked peaks' counts (the gene
+    activity) more than without the regulation mechanism."""
 
+    def coupling(adata):
+        gex, _ = data.split_modalities(adata, copy=False)
+        names = adata.uns["ATAC_gene_activity_var_names"]
+        x = pp.log_normalized(gex[:, names]).toarray()
+        ga = np.log1p(sp.csr_matrix(adata.obsm["ATAC_gene_activity"]).toarray())
+        keep = (x.std(0) > 0) & (ga.std(0) > 0)
+        x, ga = x[:, keep] - x[:, keep].mean(0), ga[:, keep] - ga[:, keep].mean(0)
+        return float(np.median((x * ga).sum(0) / np.sqrt((x**2).sum(0) * (ga**2).sum(0))))
 
-def test_expression_is_a_nonlinear_function_of_chromatin(draws):
-    """kNN regression of the GEX principal components from the ATAC LSI beats least squares
-    on held-out cells with the mechanisms, by a margin it does not reach in the linear model."""
-    from sklearn.linear_model import LinearRegression
-    from sklearn.neighbors import KNeighborsRegressor
-
-    gains = {}
-    for name, adata in draws.items():
-        gex, atac = data.split_modalities(adata, copy=False)
-        y = _pca(_log_gex(adata), 10)
-        x = pp.lsi(pp.binarized(atac), 20)[0]
-        train = np.random.default_rng(0).random(adata.n_obs) < 0.7
-        r2 = {}
-        for label, reg in (("linear", LinearRegression()), ("knn", KNeighborsRegressor(15))):
-            pred = reg.fit(x[train], y[train]).predict(x[~train])
-            r2[label] = (
-                1 - ((pred - y[~train]) ** 2).sum() / ((y[~train] - y[~train].mean(0)) ** 2).sum()
-            )
-        gains[name] = r2["knn"] - r2["linear"]
-    assert gains["default"] > gains["linear"] + 0.03, gains
+    on, off = coupling(draws["default"]), coupling(_without(regulation=0.0))
+    assert on > 2 * off and on > 0.01, (on, off)
 
 
 def test_marker_genes_are_among_the_top_hvgs(draws):
@@ -114,19 +104,21 @@ def test_marker_genes_are_among_the_top_hvgs(draws):
     assert sum(g in datasets.MARKERS for g in top) >= 5, list(top)
 
 
-def _cell_cycle_before(adata) -> float:
-    """Mean over batches of the variance share the S/G2M scores explain (scib's "before")."""
-    obs = pd.DataFrame(index=adata.obs_names.astype(str))
-    obs["batch"] = pd.Categorical(adata.obs["batch"].astype(str))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cc = CellCycle(adata, obs, "batch", gex=None, layer="counts", organism="human", n_comps=50)
-    return float(np.mean([before for *_, before in cc.batches]))
+def test_more_cells_cycle_and_chromatin_follows_weakly(draws):
+    cycling = {n: float((a.obs["GEX_phase"] != "G1").mean()) for n, a in draws.items()}
+    assert cycling["default"] > 1.8 * cycling["linear"], cycling
 
+    def s_phase_opening(adata):
+        """Mean openness of peaks linked to S-phase genes, S-phase cells over G1 cells."""
+        s_genes, _ = datasets.cell_cycle_genes()
+        ga_names = list(adata.uns["ATAC_gene_activity_var_names"])
+        cols = [ga_names.index(g) for g in s_genes if g in ga_names]
+        ga = sp.csr_matrix(adata.obsm["ATAC_gene_activity"])[:, cols].toarray().sum(1)
+        phase = adata.obs["GEX_phase"].to_numpy()
+        return ga[phase == "S"].mean() / ga[phase == "G1"].mean()
 
-def test_the_cell_cycle_explains_a_real_share_of_variance(draws):
-    default, linear = _cell_cycle_before(draws["default"]), _cell_cycle_before(draws["linear"])
-    assert default > 2 * linear and default > 0.04, (default, linear)
+    on, off = s_phase_opening(draws["default"]), s_phase_opening(_without(atac_cell_cycle=0.0))
+    assert on - 1 > 2 * (off - 1), (on, off)  # S-phase cells open the S genes' peaks
 
 
 def test_batches_shift_lineages_differently(draws):
@@ -147,19 +139,29 @@ def test_batches_shift_lineages_differently(draws):
 
 def test_sites_differ_in_capture(draws):
     """Site-level ATAC signal-to-noise: the fraction of reads in peaks differs by site."""
-    spread = {}
-    for name, adata in draws.items():
+
+    def spread(adata):
         frip = adata.obs.groupby("Site", observed=True)["ATAC_reads_in_peaks_frac"].mean()
-        spread[name] = frip.max() - frip.min()
-    assert spread["default"] > 0.03 > spread["linear"], spread
+        return frip.max() - frip.min()
+
+    on, off = spread(draws["default"]), spread(_without(capture=0.0))
+    assert on > 0.03 > off, (on, off)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="markers are expressed at a high background in non-marker cells (HBA1: 7.7 counts "
+    "per T cell without ambient RNA), more than ambient RNA adds; their base levels must come "
+    "down first (issue 13, open)",
+)
 def test_ambient_rna_reaches_every_cell(draws):
-    """Haemoglobin (an erythroid marker) shows up in T cells through ambient RNA."""
-    share = {}
-    for name, adata in draws.items():
+    """Haemoglobin (an erythroid marker) shows up in more T cells through ambient RNA."""
+
+    def share(adata):
         gex, _ = data.split_modalities(adata, copy=False)
         t_cells = adata.obs["cell_type"].map(datasets.LINEAGE).to_numpy() == "T/NK"
         hbb = sp.csr_matrix(gex[t_cells, "HBB"].layers["counts"]).toarray().ravel()
-        share[name] = float((hbb > 0).mean())
-    assert share["default"] > share["linear"] + 0.02, share
+        return float((hbb > 0).mean())
+
+    on, off = share(draws["default"]), share(_without(ambient=0.0))
+    assert on > off + 0.02, (on, off)

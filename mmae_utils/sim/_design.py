@@ -54,6 +54,31 @@ class Design:
     effects: Effects  # the mechanisms' parameters (Mechanisms)
 
 
+def _mechanism_effects(
+    seed, mech, genes, peaks, layout, types, batch_codes, batches, cell_types, log_lib
+):
+    """The mechanisms' parameters, drawn from their own stream (``[seed, 4]``), and the
+    library sizes with the site-level capture differences; ``genes.cc`` gains the broad
+    cell-cycle programme."""
+    rng_m = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    sites = sorted({b.split("d")[0] for b in batches})
+    site_codes = np.array([sites.index(b.split("d")[0]) for b in batches])[batch_codes]
+    lineage_codes = np.array([LINEAGES.index(LINEAGE[t]) for t in cell_types])[types]
+    genes.cc = broad_cycle(rng_m, genes.cc, genes.var.index, mech)
+    parts = dict(
+        gex_w=genes.w, n_shared=layout.s_type.stop, peak_gene=peaks.peak_gene,
+        atac_base=peaks.base, gex_cc=genes.cc, gex_base=genes.base, gex_markers=genes.markers,
+        centroids_gex=modality_views(layout.centroids, layout)[0],
+        types=types, lineage_codes=lineage_codes, n_lineages=len(LINEAGES),
+        batch_codes=batch_codes, n_batches=len(batches), site_codes=site_codes,
+        n_sites=len(sites),
+    )  # fmt: skip
+    eff = effects(rng_m, mech, parts)
+    if mech.capture > 0:  # site-level differences in GEX capture (library size)
+        log_lib = log_lib + rng_m.normal(0, mech.capture, len(sites))[site_codes]
+    return eff, log_lib
+
+
 def design(
     n_cells: int,
     n_genes: int,
@@ -93,26 +118,14 @@ def design(
         rng, cell_types, types, batch_codes, len(batches), batch_effect, atac_density
     )
     genes = gene_programmes(rng, n_genes, layout, modality_bias, batches, batch_effect)
-    genes.markers = genes.markers * mech.type_separation
-    genes.atac_source = genes.atac_source * mech.type_separation
+    genes.markers = genes.markers * mech.marker_strength
+    genes.atac_source = genes.atac_source * mech.marker_strength
     genes.cc = genes.cc * mech.cell_cycle
     peaks = peak_programmes(rng, n_peaks, genes, layout, batches, batch_effect)
     obs = obs_table(rng, cell_types, batches, types, batch_codes, pt_gex, pt_atac, phase)
-    rng_m = np.random.default_rng(np.random.SeedSequence([seed, 4]))
-    sites = sorted({b.split("d")[0] for b in batches})
-    site_codes = np.array([sites.index(b.split("d")[0]) for b in batches])[batch_codes]
-    lineage_codes = np.array([LINEAGES.index(LINEAGE[t]) for t in cell_types])[types]
-    parts = dict(
-        gex_w=genes.w, n_shared=layout.s_type.stop, peak_gene=peaks.peak_gene,
-        atac_base=peaks.base, gex_cc=genes.cc, gex_base=genes.base, gex_markers=genes.markers,
-        types=types, lineage_codes=lineage_codes, n_lineages=len(LINEAGES),
-        batch_codes=batch_codes, n_batches=len(batches), site_codes=site_codes,
-        n_sites=len(sites),
-    )  # fmt: skip
-    genes.cc = parts["gex_cc"] = broad_cycle(rng_m, genes.cc, genes.var.index, mech)
-    eff = effects(rng_m, mech, parts)
-    if mech.capture > 0:  # site-level differences in GEX capture (library size)
-        log_lib = log_lib + rng_m.normal(0, mech.capture, len(sites))[site_codes]
+    eff, log_lib = _mechanism_effects(
+        seed, mech, genes, peaks, layout, types, batch_codes, batches, cell_types, log_lib
+    )
     f32 = np.float32
     return Design(
         obs=obs,

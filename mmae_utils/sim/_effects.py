@@ -67,12 +67,14 @@ def _donor_type(rng, n_batches: int, n_lineages: int, n_features: int, sd: float
     return rng.normal(0, sd, (n_batches * n_lineages, n_features)).astype(np.float32)
 
 
-def _ambient_profile(gex_base, gex_markers, types: np.ndarray) -> np.ndarray:
-    """The expression profile of the average cell: what free-floating RNA looks like."""
+def _ambient_profile(gex_base, gex_w, centroids, gex_markers, types: np.ndarray) -> np.ndarray:
+    """The expression profile of the average cell (each type's profile at its centroid,
+    weighted by the type's share): what free-floating RNA looks like."""
     props = np.bincount(types, minlength=gex_markers.shape[0]) / types.size
-    logit = gex_base + np.asarray(props @ gex_markers.toarray()).ravel()
-    prob = np.exp(logit - logit.max())
-    return (prob / prob.sum()).astype(np.float32)
+    logit = gex_base + centroids @ gex_w.T + gex_markers.toarray()
+    prob = np.exp(logit - logit.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    return (props @ prob).astype(np.float32)
 
 
 def broad_cycle(rng, gex_cc: np.ndarray, names, mech: Mechanisms) -> np.ndarray:
@@ -83,7 +85,9 @@ def broad_cycle(rng, gex_cc: np.ndarray, names, mech: Mechanisms) -> np.ndarray:
     fillers = np.flatnonzero(np.char.startswith(np.asarray(names, dtype=str), "SYN"))
     chosen = fillers[rng.random(fillers.size) < mech.cycle_breadth]
     out = gex_cc.copy()
-    out[rng.integers(0, 2, chosen.size), chosen] = mech.cell_cycle * rng.uniform(0.1, 0.5, chosen.size)
+    out[rng.integers(0, 2, chosen.size), chosen] = mech.cell_cycle * rng.uniform(
+        0.1, 0.5, chosen.size
+    )
     return out
 
 
@@ -92,7 +96,7 @@ def effects(rng, mech: Mechanisms, parts: dict) -> Effects:
 
     ``parts`` holds what they act on: ``gex_w``, ``n_shared`` (latent programmes seen by
     both modalities), ``peak_gene``, ``atac_base``, ``gex_cc``, ``gex_base``,
-    ``gex_markers``, ``types``, ``lineage_codes``, ``n_lineages``, ``batch_codes``,
+    ``gex_markers``, ``centroids_gex`` (the type centroids as GEX sees them), ``types``, ``lineage_codes``, ``n_lineages``, ``batch_codes``,
     ``n_batches``, ``site_codes`` and ``n_sites``.
     """
     p = parts
@@ -118,7 +122,9 @@ def effects(rng, mech: Mechanisms, parts: dict) -> Effects:
     if mech.ambient > 0:
         per_batch = mech.ambient * rng.uniform(0.4, 1.6, p["n_batches"])
         share = per_batch[p["batch_codes"]].astype(np.float32)
-        profile = _ambient_profile(p["gex_base"], p["gex_markers"], p["types"])
+        profile = _ambient_profile(
+            p["gex_base"], p["gex_w"], p["centroids_gex"], p["gex_markers"], p["types"]
+        )
     open_bg = float(np.mean(1 / (1 + np.exp(-p["atac_base"]))))
     return Effects(
         mech.nonlinearity, *comb, *reg, atac_cc, p["lineage_codes"], p["n_lineages"],

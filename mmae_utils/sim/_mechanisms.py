@@ -19,9 +19,13 @@ class Mechanisms:
     Parameters
     ----------
     type_separation
-        Scale of what sets cell types apart (their type-specific latent programmes and
-        marker effects); 1 is the linear model's clean separation, smaller values make
+        Scale of the type-specific latent programmes (what sets cell types apart below
+        their lineage); 1 is the linear model's clean separation, smaller values make
         types as subtle as the real BMMC types.
+    marker_strength
+        Scale of the effects of the named marker genes (:data:`~mmae_utils.sim.MARKERS`,
+        and of their linked peaks): strong, as real markers (LYZ, HBB, CD3E, ...) are
+        among the most variable genes of real data.
     t_cell_overlap
         In [0, 1]: how far the T/NK states (naive and activated CD4, naive and effector
         CD8, NK, ILC) are pulled toward their common centre: overlapping states.
@@ -65,6 +69,7 @@ class Mechanisms:
     """
 
     type_separation: float = 0.45
+    marker_strength: float = 0.45
     t_cell_overlap: float = 0.6
     progenitor_continuum: float = 0.5
     nonlinearity: float = 0.6
@@ -75,7 +80,7 @@ class Mechanisms:
     cycle_breadth: float = 0.3
     cycling: float = 2.5
     atac_cell_cycle: float = 0.15
-    donor_type: float = 0.5
+    donor_type: float = 0.4
     capture: float = 0.3
     ambient: float = 0.04
 
@@ -95,6 +100,7 @@ class Mechanisms:
         ATAC pseudotime = GEX's plus a little noise, weak cell cycle, additive batches)."""
         return cls(
             type_separation=1.0,
+            marker_strength=1.0,
             t_cell_overlap=0.0,
             progenitor_continuum=0.0,
             nonlinearity=0.0,
