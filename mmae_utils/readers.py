@@ -117,13 +117,15 @@ def is_10x_h5(path: str | os.PathLike) -> bool:
 
 
 def _not_10x_message(path: Path, f, missing: list[str]) -> str:
+    import h5py
+
     top = sorted(f.keys())
     hint = ""
     if "X" in top and "obs" in top and "var" in top:
         hint = " It looks like an AnnData file: rename it to .h5ad."
     elif "mod" in top:
         hint = " It looks like a MuData file: rename it to .h5mu."
-    elif top and all(isinstance(f[k], type(f)) and "genes" in f[k] for k in top):
+    elif top and all(isinstance(f[k], h5py.Group) and "genes" in f[k] for k in top):
         hint = (
             " It looks like a legacy (Cell Ranger < 3) per-genome matrix, which has no peaks:"
             " use Cell Ranger ARC's output instead."

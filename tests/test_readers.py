@@ -219,6 +219,11 @@ def test_a_h5_that_is_not_10x_says_what_is_missing(tmp_path, mdata):
     mdata.write_h5ad(anndata_h5)
     with pytest.raises(MultiomeError, match="AnnData file: rename it to .h5ad"):
         load_multiome(anndata_h5)
+    legacy = tmp_path / "legacy.h5"  # Cell Ranger 2: one group per genome, no features/
+    with h5py.File(legacy, "w") as f:
+        f.create_group("GRCh38").create_dataset("genes", data=np.array([b"ENSG1"]))
+    with pytest.raises(MultiomeError, match=r"legacy \(Cell Ranger < 3\) per-genome matrix"):
+        load_multiome(legacy)
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
     with pytest.raises(OSError, match="Cannot read .*junk.h5 as HDF5"):
