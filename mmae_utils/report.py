@@ -505,7 +505,10 @@ def run_report(
     ----------
     data
         ``"demo"`` (built-in synthetic data), ``"bmmc"`` (the GEO file, fetched and cached)
-        or the path of a multiome ``.h5ad``.
+        or the path of a multiome file: ``.h5ad`` / ``.h5ad.gz`` (GSE194122 schema), 10x Cell
+        Ranger ARC ``.h5`` or muon ``.h5mu`` (read by :func:`mmae_utils.data.load_multiome`
+        through :func:`mmae_utils.datasets.load_dataset`). A relative path is taken from
+        the current folder (the notebooks run in ``out``).
     out
         Report folder (created; it is also the notebooks' ``RUN_DIR``).
     params
@@ -545,6 +548,8 @@ def run_report(
     _check_params(params, declared)
     declared_names = set().union(*(set(d) for d in declared.values()))
     defaults = {k: v for k, v in REPORT_DEFAULTS.items() if k in declared_names}
+    if str(data) not in ("demo", "bmmc") and Path(data).expanduser().exists():
+        data = Path(data).expanduser().resolve()  # the notebooks run in `out`, not here
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     write_json(full, out / "params.json")
     for name in names:
@@ -598,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data",
         default=None,
         help="'demo' (built-in synthetic data, default), 'bmmc' (the GEO file, downloaded once) "
-        "or the path of a multiome .h5ad / .h5ad.gz",
+        "or the path of a multiome .h5ad / .h5ad.gz, 10x Cell Ranger ARC .h5 or muon .h5mu",
     )
     parser.add_argument("--out", required=True, help="report folder (created)")
     parser.add_argument(
