@@ -380,7 +380,9 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
         sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
         config = model.ModelConfig.from_preset(preset, **sizes)
     gex, atac = data.split_modalities(selected, copy=False)
-    mmae = model.build_model(gex.n_vars, atac.n_vars, config=config.replace(seed=int(seed)))
+    mmae = model.build_model(
+        gex.n_vars, atac.n_vars, config=config.replace(seed=int(seed)), n_cells=selected.n_obs
+    )
     training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
     return training.embed(mmae, gex, atac)
 
