@@ -35,6 +35,7 @@ __all__ = [
     "replicate",
     "run_report",
     "train_like",
+    "training_summary",
     "verdict",
     "write_json",
     "write_summary",
@@ -281,6 +282,28 @@ def verdict(
         return " ".join(parts)
     parts += _verdict_context(metrics, a, method, reference)
     return " ".join(parts)
+
+
+def training_summary(history, *, model=None) -> str:
+    """A Markdown sentence on a :func:`~mmae_utils.training.train` history: epochs run, the
+    best epoch, and how each modality's loss fell from the first epoch to it.
+
+    Uses the validation losses when there are any (``validation_fraction > 0``), else the
+    training losses; names the losses as the model computes them (MSE, or BCE for
+    ``atac_input="binary"``) when ``model`` is given.
+    """
+    prefix = "val_" if "val_loss" in history and history["val_loss"].notna().any() else ""
+    which = "validation" if prefix else "training"
+    best = int(history[f"{prefix}loss"].idxmin())  # the index is the epoch number, from 1
+    first, last = history.iloc[0], history.loc[best]
+    atac = "BCE" if model is None or getattr(model, "atac_input", "binary") == "binary" else "MSE"
+    return (
+        f"Training ran {len(history)} epochs; the best {which} loss was at epoch {best}. From "
+        f"the first epoch to then, {which} GEX MSE went from {first[f'{prefix}gex_loss']:.4f} "
+        f"to {last[f'{prefix}gex_loss']:.4f} and ATAC {atac} from "
+        f"{first[f'{prefix}atac_loss']:.4f} to {last[f'{prefix}atac_loss']:.4f}."
+        + ("" if prefix else " No cells were held out (VALIDATION_FRACTION is 0).")
+    )
 
 
 def write_summary(out: Path) -> Path | None:
