@@ -116,7 +116,7 @@ def fitted_sizes(
     n_gex, n_atac = int((types == "GEX").sum()), int((types == "ATAC").sum())
 
     def pca(f: int) -> int:
-        return max(min(n_cells - 1, f), 1)
+        return max(pp.max_components(n_cells, f), 1)
 
     half = (n_comps + 1) // 2
     n_top = min(n_top_competition, n_gex) + min(n_top_competition, n_atac)
