@@ -33,6 +33,7 @@ __all__ = [
     "ModelConfig",
     "check_activation",
     "check_int",
+    "check_names",
     "check_rate",
     "overrides",
 ]
@@ -112,7 +113,8 @@ def _check_hidden(value) -> tuple[int, ...]:
     return tuple(check_int(f"hidden[{i}]", h) for i, h in enumerate(value))
 
 
-def _check_names(where: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+def check_names(where: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+    """``TypeError`` naming ``where``, the unknown ``names`` and the ``allowed`` ones."""
     unknown = sorted(set(names) - set(allowed))
     if unknown:
         raise TypeError(
@@ -285,7 +287,7 @@ class ModelConfig:
 
     def replace(self, **options) -> ModelConfig:
         """A copy with ``options`` changed (validated); unknown names raise a ``TypeError``."""
-        _check_names("ModelConfig.replace()", options, self.option_names())
+        check_names("ModelConfig.replace()", options, self.option_names())
         return dataclasses.replace(self, **options)
 
     @classmethod

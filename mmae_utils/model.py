@@ -50,6 +50,7 @@ from .config import (
     PRESETS,
     ModelConfig,
     check_int,
+    check_names,
     overrides,
 )
 from .layers import BlockScale, InputTransform, ModalityDropout
@@ -581,11 +582,7 @@ def build_model(
 
     """
     allowed = (*ModelConfig.option_names(), "gex_features", "atac_features", "name")
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"build_model() got unknown option(s) {unknown}; valid options: {sorted(allowed)}."
-        )
+    check_names("build_model()", options, allowed)
     if config is None:
         config = ModelConfig.from_preset(preset)
     elif preset is not None:
