@@ -5,6 +5,8 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.datasets`: the built-in dataset, the real GEO file, the run folder's input;
 - :mod:`mmae_utils.sim`: the generative simulator behind the built-in dataset;
 - :mod:`mmae_utils.data`: reading, validating and splitting multiome AnnData;
+- :mod:`mmae_utils.readers`: 10x Cell Ranger ARC ``.h5`` and muon ``.h5mu`` into the contract,
+  and the ``.h5mu`` writer;
 - :mod:`mmae_utils.pp`: preprocessing shared by the model and the baselines;
 - :mod:`mmae_utils.features`: highly variable genes and variable peaks;
 - :mod:`mmae_utils.config`: the autoencoder's options (:class:`~mmae_utils.config.ModelConfig`)
@@ -37,6 +39,7 @@ _SUBMODULES = (
     "datasets",
     "sim",
     "data",
+    "readers",
     "pp",
     "features",
     "config",

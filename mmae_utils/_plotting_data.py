@@ -108,26 +108,44 @@ def qc(
     return save_figure(fig, save)
 
 
+def _hvg_columns(var) -> tuple[str, str, str]:
+    """``(spread column, its label, ranking score column)`` of the flavor that ran:
+    variances for the seurat_v3 flavors, dispersions for seurat / cell_ranger."""
+    if "variances_norm" in var and "variances" in var:
+        return "variances", "variance of the counts", "variances_norm"
+    if "dispersions_norm" in var and "dispersions" in var:
+        return "dispersions", "dispersion (log-normalised)", "dispersions_norm"
+    raise KeyError(
+        "gex.var has neither 'variances'/'variances_norm' (seurat_v3 flavors) nor "
+        "'dispersions'/'dispersions_norm' (seurat, cell_ranger): run "
+        "mmae_utils.features.select_gex first."
+    )
+
+
 def highly_variable_genes(gex: ad.AnnData, *, save: str | os.PathLike | None = None):
     """Mean-variance plot of :func:`~mmae_utils.features.select_gex`'s result.
 
-    Left: variance against mean (log-log), selected genes highlighted. Right: standardized
-    variance (seurat_v3's ranking score) against mean.
+    Adapted to the flavor that ran. seurat_v3 flavors: left, variance against mean count
+    (log-log); right, the standardized variance (their ranking score) against mean.
+    ``"seurat"`` / ``"cell_ranger"``: left, dispersion against mean of the log-normalised
+    values; right, the normalised dispersion (their ranking score). Selected genes are
+    highlighted.
 
     Returns
     -------
     The matplotlib figure.
     """
-    for col in ("highly_variable", "means", "variances"):
+    for col in ("highly_variable", "means"):
         if col not in gex.var:
             raise KeyError(
                 f"gex.var[{col!r}] is missing: run mmae_utils.features.select_gex first."
             )
     var = gex.var
+    spread, spread_label, score_col = _hvg_columns(var)
+    counts = spread == "variances"
     hv = var["highly_variable"].to_numpy(bool)
-    score_col = "variances_norm" if "variances_norm" in var else "dispersions_norm"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, y, label in ((axes[0], "variances", "variance"), (axes[1], score_col, f"{score_col}")):
+    for ax, y, label in ((axes[0], spread, spread_label), (axes[1], score_col, score_col)):
         ax.scatter(
             var["means"][~hv], var[y][~hv], s=3, c="lightgrey", label="other", rasterized=True
         )
@@ -139,10 +157,11 @@ def highly_variable_genes(gex: ad.AnnData, *, save: str | os.PathLike | None = N
             label=f"selected ({hv.sum():,})",
             rasterized=True,
         )
-        ax.set_xscale("log")
-        if y == "variances":
+        if (var["means"] > 0).any():
+            ax.set_xscale("log")
+        if y == spread and (var[y] > 0).any():
             ax.set_yscale("log")
-        ax.set_xlabel("mean count")
+        ax.set_xlabel("mean count" if counts else "mean (normalised)")
         ax.set_ylabel(label)
     axes[0].legend(markerscale=4)
     axes[0].set_title(f"highly variable genes: {hv.sum():,} of {len(hv):,}")

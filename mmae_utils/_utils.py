@@ -1,5 +1,6 @@
 """Small shared helpers: seeding, argument checks, atomic writes, row ranges, sparse conversion,
-logging, quiet calls."""
+logging, quiet calls; the contract's modality names and its error type (shared by ``data`` and
+``readers``, which must not import each other both ways)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ if not logger.handlers:
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+#: The two values of ``var["feature_types"]`` in the dataset contract.
+GEX, ATAC = "GEX", "ATAC"
+
+
+class MultiomeError(ValueError):
+    """The data do not follow the multiome contract; the message says what and how to fix it.
+
+    Public as :class:`mmae_utils.data.MultiomeError`.
+    """
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ the same preprocessing the model's input transforms use.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import anndata as ad
@@ -17,7 +18,7 @@ from . import pp
 from ._utils import to_csr
 from .data import feature_types, is_backed, read_counts
 
-__all__ = ["ALL_BASELINES", "BASELINES", "MAX_DIMS", "baselines"]
+__all__ = ["ALL_BASELINES", "BASELINES", "MAX_DIMS", "baselines", "fitted_sizes"]
 
 #: The baselines :func:`baselines` computes by default, in their default order.
 BASELINES = ("pca_concat", "pca_competition", "gex_pca", "atac_lsi", "random")
@@ -101,14 +102,13 @@ def _lsi_scores(x_bin, n_comps: int) -> np.ndarray:
     return (scores - scores.mean(axis=0)).astype(np.float32)
 
 
-def _pca_concat(inputs: _Inputs, n_comps: int) -> np.ndarray:
-    n_gex = (n_comps + 1) // 2
+def _pca_concat(inputs: _Inputs, n_gex: int, n_atac: int) -> np.ndarray:
     g = pp.block_scaled(_pca_scores(inputs.gex(), n_gex, "pca_concat (GEX part)"))
-    a = pp.block_scaled(_lsi_scores(inputs.atac(), n_comps - n_gex))
+    a = pp.block_scaled(_lsi_scores(inputs.atac(), n_atac))
     return np.hstack([g, a])
 
 
-def _harmony(inputs: _Inputs, n_comps: int, batch_key: str, seed: int) -> np.ndarray:
+def _harmony(inputs: _Inputs, sizes: tuple[int, int], batch_key: str, seed: int) -> np.ndarray:
     """``pca_concat`` corrected for ``obs[batch_key]`` by Harmony (``harmonypy``, its defaults)."""
     import harmonypy
 
@@ -117,10 +117,53 @@ def _harmony(inputs: _Inputs, n_comps: int, batch_key: str, seed: int) -> np.nda
             f"harmony needs the batch of each cell: adata.obs[{batch_key!r}] is missing "
             f"(columns: {list(inputs.adata.obs.columns)}). Pass batch_key=, or leave out harmony."
         )
-    x = _pca_concat(inputs, n_comps).astype(np.float64)
+    x = _pca_concat(inputs, *sizes).astype(np.float64)
     meta = pd.DataFrame({"batch": inputs.adata.obs[batch_key].astype(str).to_numpy()})
     z = np.asarray(harmonypy.run_harmony(x, meta, "batch", random_state=seed, verbose=False).Z_corr)
     return (z if z.shape == x.shape else z.T).astype(np.float32)
+
+
+def fitted_sizes(
+    adata: ad.AnnData, methods: Sequence[str], n_comps: int, n_top_competition: int = 1000
+) -> dict[str, int | tuple[int, int]]:
+    """The components each baseline gets: ``n_comps``, or fewer where the data allow fewer.
+
+    A PCA has at most ``min(cells - 1, features)`` components, an LSI one fewer (its first
+    component is dropped); ``pca_concat`` gets ``(GEX part, ATAC part)``, each capped so.
+    When a method gets fewer than ``n_comps``, a ``UserWarning`` says which, how many and why.
+    """
+    types = feature_types(adata)
+    n_cells = adata.n_obs
+    n_gex, n_atac = int((types == "GEX").sum()), int((types == "ATAC").sum())
+
+    def pca(f: int) -> int:
+        return max(pp.max_components(n_cells, f), 1)
+
+    half = (n_comps + 1) // 2
+    n_top = min(n_top_competition, n_gex) + min(n_top_competition, n_atac)
+    limits = {
+        "pca_concat": (min(half, pca(n_gex)), min(n_comps - half, max(pca(n_atac) - 1, 1))),
+        "pca_competition": min(n_comps, pca(n_top)),
+        "gex_pca": min(n_comps, pca(n_gex)),
+        "atac_lsi": min(n_comps, max(pca(n_atac) - 1, 1)),
+        "random": n_comps,
+    }
+    limits["harmony"] = limits["pca_concat"]  # pca_concat, corrected for batch
+    sizes = {m: limits[m] for m in methods}
+    short = {m: sum(k) if isinstance(k, tuple) else k for m, k in sizes.items()}
+    short = {m: k for m, k in short.items() if k < n_comps}
+    if short:
+        warnings.warn(
+            f"n_comps={n_comps} asked, but the data ({n_cells:,} cells, {n_gex:,} GEX and "
+            f"{n_atac:,} ATAC features) give fewer components (a PCA at most cells - 1 and "
+            "features, an LSI one fewer): "
+            + ", ".join(f"{m} has {k}" for m, k in short.items())
+            + " dimensions. Select more features, or lower LATENT_DIM, to compare "
+            "embeddings of the same size.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return sizes
 
 
 def _pca_competition(inputs: _Inputs, n_comps: int, n_top: int, step: int) -> np.ndarray:
@@ -187,7 +230,10 @@ def baselines(
     adata
         Multiome AnnData with the features to use and their counts (in memory or backed).
     n_comps
-        Dimensions of every baseline (at least 2, at most :data:`MAX_DIMS`).
+        Dimensions of every baseline (at least 2, at most :data:`MAX_DIMS`). Where the
+        data give fewer components (a PCA has at most ``min(cells - 1, features)``), a
+        baseline gets as many as they give, with a ``UserWarning`` (see
+        :func:`fitted_sizes`).
     methods
         Which of :data:`ALL_BASELINES` to compute (default :data:`BASELINES`).
     n_top_competition
@@ -212,14 +258,17 @@ def baselines(
     ``{method: array}``, and ``adata`` is not modified.
     """
     methods, n_comps = _methods(methods, n_comps)
+    k = fitted_sizes(adata, methods, n_comps, n_top_competition)
     order = sorted(methods, key=_RUN_ORDER.index)
     inputs = _Inputs(adata, layer, order)
     compute: dict[str, Callable[[int], np.ndarray]] = {
-        "pca_concat": lambda i: _pca_concat(inputs, n_comps),
-        "pca_competition": lambda i: _pca_competition(inputs, n_comps, n_top_competition, i),
-        "gex_pca": lambda i: _pca_scores(inputs.gex(), n_comps, "gex_pca"),
-        "atac_lsi": lambda i: _lsi_scores(inputs.atac(), n_comps),
-        "harmony": lambda i: _harmony(inputs, n_comps, batch_key, seed),
+        "pca_concat": lambda i: _pca_concat(inputs, *k["pca_concat"]),
+        "pca_competition": lambda i: _pca_competition(
+            inputs, k["pca_competition"], n_top_competition, i
+        ),
+        "gex_pca": lambda i: _pca_scores(inputs.gex(), k["gex_pca"], "gex_pca"),
+        "atac_lsi": lambda i: _lsi_scores(inputs.atac(), k["atac_lsi"]),
+        "harmony": lambda i: _harmony(inputs, k["harmony"], batch_key, seed),
         "random": lambda i: (
             np.random.default_rng(seed).standard_normal((adata.n_obs, n_comps)).astype(np.float32)
         ),

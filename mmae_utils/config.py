@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Literal, get_args
 
@@ -32,6 +33,7 @@ __all__ = [
     "ModelConfig",
     "check_activation",
     "check_int",
+    "check_names",
     "check_rate",
     "overrides",
 ]
@@ -111,7 +113,8 @@ def _check_hidden(value) -> tuple[int, ...]:
     return tuple(check_int(f"hidden[{i}]", h) for i, h in enumerate(value))
 
 
-def _check_names(where: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+def check_names(where: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+    """``TypeError`` naming ``where``, the unknown ``names`` and the ``allowed`` ones."""
     unknown = sorted(set(names) - set(allowed))
     if unknown:
         raise TypeError(
@@ -235,6 +238,48 @@ class ModelConfig:
         gex = self.latent_dim // 2 if self.gex_latent_dim is None else self.gex_latent_dim
         return gex, self.latent_dim - gex
 
+    def svd_limit(self, gex_dim: int, atac_dim: int, n_cells: int | None = None) -> int | None:
+        """The most ``n_components`` the ``"svd"`` inputs allow on data of this size.
+
+        Fewer than the features of each modality with ``"svd"`` input (a PCA / LSI of all
+        of them would be a rotation, not a reduction) and, when ``n_cells`` is known, at
+        most ``n_cells - 2`` (the exact SVD, one LSI component dropped, needs more cells
+        than components). ``None`` without ``"svd"`` inputs.
+        """
+        modes = ((self.gex_input, gex_dim), (self.atac_input, atac_dim))
+        limits = [int(dim) - 1 for mode, dim in modes if mode == "svd"]
+        if not limits:
+            return None
+        if n_cells is not None:
+            limits.append(int(n_cells) - 2)
+        return max(min(limits), 1)
+
+    def fitted_to(self, gex_dim: int, atac_dim: int, n_cells: int | None = None) -> ModelConfig:
+        """This configuration, adapted to data of ``gex_dim`` genes, ``atac_dim`` peaks and
+        (if known) ``n_cells`` cells: an ``n_components`` above :meth:`svd_limit` becomes
+        that limit, with a ``UserWarning`` saying what was asked, what is used and why.
+
+        The model records the adapted value (``model.config``), so a saved model and its
+        description state what was trained.
+        """
+        limit = self.svd_limit(gex_dim, atac_dim, n_cells)
+        if limit is None or self.n_components <= limit:
+            return self
+        sizes = {"GEX": (self.gex_input, gex_dim), "ATAC": (self.atac_input, atac_dim)}
+        dims = " and ".join(
+            f"{dim:,} {name}" for name, (mode, dim) in sizes.items() if mode == "svd"
+        )
+        cells = "" if n_cells is None else f", and at most the {n_cells:,} cells less 2"
+        warnings.warn(
+            f"n_components={self.n_components} asked, but the 'svd' inputs allow at most "
+            f"{limit} components here (fewer than the {dims} features{cells}); using "
+            f"n_components={limit} for every 'svd' input. Ask for at most {limit} "
+            "(N_COMPONENTS in notebook 03) to silence this warning.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return self.replace(n_components=limit)
+
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The names of the options, in order."""
@@ -242,7 +287,7 @@ class ModelConfig:
 
     def replace(self, **options) -> ModelConfig:
         """A copy with ``options`` changed (validated); unknown names raise a ``TypeError``."""
-        _check_names("ModelConfig.replace()", options, self.option_names())
+        check_names("ModelConfig.replace()", options, self.option_names())
         return dataclasses.replace(self, **options)
 
     @classmethod

@@ -3,6 +3,8 @@
 The contract (see ``DESIGN.md``): one AnnData, cells x features; ``var["feature_types"]``
 in {"GEX", "ATAC"}; raw counts in ``layers["counts"]``; ``X`` some normalized version.
 Modalities are always selected by ``feature_types``, never by column offsets.
+:func:`load_multiome` reads the ``.h5ad`` itself and a 10x ``.h5`` or a ``.h5mu`` through
+:mod:`mmae_utils.readers` (imported only then; ``readers`` imports nothing from here).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ._utils import atomic_path, logger, row_ranges, to_csr
+from ._utils import ATAC, GEX, MultiomeError, atomic_path, logger, row_ranges, to_csr
 
 __all__ = [
     "ATAC",
@@ -29,9 +32,11 @@ __all__ = [
     "MIN_CELLS",
     "MIN_FEATURES",
     "MultiomeError",
+    "FORMATS",
     "ValidationReport",
     "combine_selected",
     "feature_types",
+    "file_format",
     "is_backed",
     "iter_counts",
     "load_multiome",
@@ -43,17 +48,12 @@ __all__ = [
     "write_h5ad",
 ]
 
-GEX, ATAC = "GEX", "ATAC"
 #: Smallest dataset the pipeline accepts.
 MIN_CELLS = 50
 MIN_FEATURES = 10
 #: Cells per chunk when counts are read or scanned chunk by chunk: at the real file's
 #: density about 16 M stored values, some 130 MB, per chunk.
 CHUNK_SIZE = 2000
-
-
-class MultiomeError(ValueError):
-    """The data do not follow the multiome contract; the message says what and how to fix it."""
 
 
 @dataclass
@@ -338,66 +338,55 @@ def open_counts(adata: ad.AnnData):
     return f, sparse_dataset(elem)
 
 
-def load_multiome(
-    path: str | os.PathLike,
-    *,
-    backed: bool = False,
-    layer: str = "counts",
-    validate: bool = True,
-    progress: bool | None = None,
-) -> ad.AnnData:
-    """Read a multiome ``.h5ad`` (or ``.h5ad.gz``) file and check it against the contract.
+#: The file formats :func:`load_multiome` reads, by suffix.
+FORMATS = {
+    ".h5ad": "AnnData in the GSE194122 schema (the GEO file, synthetic_bmmc, your own)",
+    ".h5ad.gz": "the same, gzip-compressed (as GEO serves it)",
+    ".h5": "10x Cell Ranger ARC filtered_feature_bc_matrix.h5",
+    ".h5mu": "muon / MuData with a GEX and an ATAC modality",
+}
 
-    Parameters
-    ----------
-    path
-        ``.h5ad`` or ``.h5ad.gz`` file (the GEO file, one written by
-        :func:`~mmae_utils.datasets.synthetic_bmmc`, or your own data in the same schema).
-        A ``.gz`` file is decompressed to a temporary file (``backed=False``) or to
-        ``x.h5ad`` next to it (``backed=True``, reused on later calls); the input itself is
-        never modified.
-    backed
-        Keep the count matrices on disk: ``obs``, ``var``, ``uns`` and the dense ``obsm``
-        entries are read, the counts are scanned in chunks for validation and later read
-        chunk by chunk (:func:`open_counts`). For files larger than memory.
-    layer
-        Layer with raw counts.
-    validate
-        Run :func:`validate_multiome` (recommended).
-    progress
-        Progress bar while validating (default: for more than 20,000 cells).
 
-    Returns
-    -------
-    The AnnData. With ``backed=True`` it has no ``X``/``layers`` in memory and
-    ``adata.uns["mmae_backed"]`` records the file and the counts' location.
+def file_format(path: str | os.PathLike) -> str:
+    """The suffix of :data:`FORMATS` that ``path`` ends with (``".h5ad.gz"`` before ``".h5ad"``).
 
     Raises
     ------
-    FileNotFoundError
-        The path does not exist.
-    OSError
-        The file is not a readable ``.h5ad`` (or not a complete ``.gz``).
-    MultiomeError
-        The content violates the contract (see :func:`validate_multiome`).
+    ValueError
+        For any other suffix, listing the formats that are read.
     """
-    path = Path(path).expanduser()
+    name = Path(path).name.lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    listing = "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
+    raise ValueError(
+        f"Cannot tell the format of {Path(path).name}: supported are {listing}. Rename the file "
+        "to its format's suffix, or convert it (e.g. with anndata or muon) to one of these."
+    )
+
+
+def _check_path(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} does not exist. Give the path of a multiome .h5ad file, use "
-            "mmae_utils.datasets.fetch_bmmc() for the GEO file, or DATA='demo' for the built-in data."
+            f"{path} does not exist. Give the path of a multiome .h5ad, 10x .h5 or .h5mu file, "
+            "use mmae_utils.datasets.fetch_bmmc() for the GEO file, or DATA='demo' for the "
+            "built-in data."
         )
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give the path of an .h5ad file inside it.")
+        raise IsADirectoryError(
+            f"{path} is a folder; give the path of a file inside it (.h5ad, 10x .h5 or .h5mu)."
+        )
+
+
+def _read_h5ad(path: Path, *, backed: bool, layer: str) -> ad.AnnData:
+    """``.h5ad`` / ``.h5ad.gz``, in memory or backed (a ``.gz`` is decompressed first)."""
     temporary = False
-    if path.suffix == ".gz":
+    if path.name.lower().endswith(".gz"):
         path, temporary = _decompress(path, backed)
     try:
         try:
-            if backed:
-                adata = _read_backed(path, layer)
-            else:
-                adata = ad.read_h5ad(path)
+            return _read_backed(path, layer) if backed else ad.read_h5ad(path)
         except Exception as err:  # h5py/anndata raise many types for unreadable files
             raise OSError(
                 f"Cannot read {path} as an AnnData .h5ad file ({type(err).__name__}: {err}). "
@@ -407,6 +396,91 @@ def load_multiome(
     finally:
         if temporary:
             path.unlink(missing_ok=True)
+
+
+def _read_any(path: Path, fmt: str, *, backed: bool, layer: str, modalities) -> ad.AnnData:
+    """Dispatch to the reader of ``fmt`` (``readers`` is imported only for its formats)."""
+    if modalities is not None and fmt != ".h5mu":
+        raise ValueError(f"modalities= applies to .h5mu files only, not to {path.name}.")
+    if fmt in (".h5ad", ".h5ad.gz"):
+        return _read_h5ad(path, backed=backed, layer=layer)
+    if backed:
+        raise ValueError(
+            f"backed=True reads .h5ad files only, not {fmt} ({path.name}). Read it into memory "
+            "(backed=False), or convert it once and read that backed: "
+            "data.write_h5ad(data.load_multiome(path), 'mine.h5ad')."
+        )
+    from . import readers
+
+    if fmt == ".h5":
+        return readers.read_10x_h5(path)
+    return readers.read_h5mu(path, modalities=modalities)
+
+
+def load_multiome(
+    path: str | os.PathLike,
+    *,
+    backed: bool = False,
+    layer: str = "counts",
+    validate: bool = True,
+    progress: bool | None = None,
+    modalities: Mapping[str, str] | None = None,
+) -> ad.AnnData:
+    """Read a multiome file in any of :data:`FORMATS` and check it against the contract.
+
+    The format is told by the suffix: ``.h5ad`` / ``.h5ad.gz`` (the GSE194122 schema, read
+    as it is), ``.h5`` (10x Cell Ranger ARC ``filtered_feature_bc_matrix.h5``, converted by
+    :func:`mmae_utils.readers.read_10x_h5`) or ``.h5mu`` (muon / MuData, converted by
+    :func:`mmae_utils.readers.read_h5mu`). Every format ends in the same contract AnnData and
+    the same validation; the input file is never modified.
+
+    Parameters
+    ----------
+    path
+        The file: the GEO file, one written by :func:`~mmae_utils.datasets.synthetic_bmmc`,
+        your own ``.h5ad`` in the same schema, a 10x ``.h5`` or a ``.h5mu``. A ``.gz`` file
+        is decompressed to a temporary file (``backed=False``) or to ``x.h5ad`` next to it
+        (``backed=True``, reused on later calls).
+    backed
+        ``.h5ad`` only: keep the count matrices on disk: ``obs``, ``var``, ``uns`` and the
+        dense ``obsm`` entries are read, the counts are scanned in chunks for validation and
+        later read chunk by chunk (:func:`open_counts`). For files larger than memory. A
+        ``.h5`` or ``.h5mu`` is always read into memory (``backed=True`` raises).
+    layer
+        Layer with raw counts (``.h5ad``; the readers of the other formats write ``"counts"``).
+    validate
+        Run :func:`validate_multiome` (recommended).
+    progress
+        Progress bar while validating (default: for more than 20,000 cells).
+    modalities
+        ``.h5mu`` only: ``{"GEX": name, "ATAC": name}``, the modalities holding genes and
+        peaks (default ``{"GEX": "rna", "ATAC": "atac"}``, muon's names).
+
+    Returns
+    -------
+    The AnnData (contract: ``var["feature_types"]``, ``var["gene_id"]``,
+    ``layers["counts"]``, ``X``; from a ``.h5`` or ``.h5mu`` also the QC columns of
+    ``obs``, see :mod:`mmae_utils.readers`). Labels (``obs["cell_type"]``, ``obs["batch"]``)
+    are not required: a 10x file has none. With ``backed=True`` it has no ``X``/``layers``
+    in memory and ``adata.uns["mmae_backed"]`` records the file and the counts' location.
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    ValueError
+        The suffix is none of :data:`FORMATS` (the message lists them), or ``backed=True``
+        / ``modalities`` were given for a format they do not apply to.
+    OSError
+        The file is not readable in its format (or not a complete ``.gz``).
+    MultiomeError
+        The content violates the contract (see :func:`validate_multiome`), a ``.h5`` is not
+        a 10x matrix (the message names what is missing), or a ``.h5mu`` lacks a modality.
+    """
+    path = Path(path).expanduser()
+    fmt = file_format(path) if not path.is_dir() else None
+    _check_path(path)
+    adata = _read_any(path, fmt, backed=backed, layer=layer, modalities=modalities)
     if validate:
         if progress is None:
             progress = adata.n_obs > 20_000

@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
@@ -260,6 +261,7 @@ def load_dataset(
     seed: int = 0,
     backed: bool | str = "auto",
     cache_dir: str | os.PathLike | None = None,
+    modalities: Mapping[str, str] | None = None,
 ) -> ad.AnnData:
     """The dataset a notebook parameter ``DATA`` names, read and validated.
 
@@ -267,16 +269,20 @@ def load_dataset(
     ----------
     data
         ``"demo"`` (:func:`demo`), ``"bmmc"`` (:func:`fetch_bmmc`, then read) or the path of
-        a multiome ``.h5ad``/``.h5ad.gz`` in the GSE194122 schema.
+        a multiome file that :func:`mmae_utils.data.load_multiome` reads: ``.h5ad`` /
+        ``.h5ad.gz`` in the GSE194122 schema, a 10x Cell Ranger ARC ``.h5`` or a ``.h5mu``.
     seed
         Seed of the demo data.
     backed
         ``True``: keep the counts on disk (see :func:`mmae_utils.data.load_multiome`);
         ``False``: read into memory; ``"auto"``: backed when the file is larger than a
         fifth of this machine's memory (the real file, 7.8 GB, on a laptop or a 24 GB
-        server; never the demo, which exists only in memory).
+        server; never the demo, which exists only in memory). ``.h5`` and ``.h5mu`` files
+        are always read into memory (``"auto"`` never backs them; ``True`` raises).
     cache_dir
         Download folder for ``"bmmc"``.
+    modalities
+        For a ``.h5mu``: ``{"GEX": name, "ATAC": name}`` (default muon's ``"rna"``/``"atac"``).
 
     Returns
     -------
@@ -288,10 +294,15 @@ def load_dataset(
         return demo(seed=seed)
     path = fetch_bmmc(cache_dir) if str(data) == "bmmc" else Path(data).expanduser()
     if backed == "auto":
-        backed = path.exists() and _auto_backed(path)
+        backed = path.exists() and _is_h5ad(path) and _auto_backed(path)
         if backed:
             logger.info("%s is large for this machine's memory: reading it backed", path.name)
-    return load_multiome(path, backed=bool(backed))
+    return load_multiome(path, backed=bool(backed), modalities=modalities)
+
+
+def _is_h5ad(path: Path) -> bool:
+    """Whether ``path`` can be read backed (``.h5ad``/``.h5ad.gz``; not ``.h5``/``.h5mu``)."""
+    return path.name.lower().endswith((".h5ad", ".h5ad.gz"))
 
 
 # --------------------------------------------------------------------------------------
@@ -302,9 +313,10 @@ def load_dataset(
 def save_input(adata: ad.AnnData, run_dir: str | os.PathLike, *, source: str) -> Path:
     """Record which data a run uses, for the next notebooks (:func:`load_input`).
 
-    A file the user named (``source`` a path, or the cached GEO file) is referenced, not
-    copied; data that exist only in memory (the built-in demo) are written to
-    ``RUN_DIR/input.h5ad``.
+    A ``.h5ad`` the user named (``source`` a path, or the cached GEO file) is referenced,
+    not copied; data that exist only in memory (the built-in demo) and data converted from
+    another format (a 10x ``.h5``, a ``.h5mu``) are written to ``RUN_DIR/input.h5ad``, so
+    that the next notebooks read the contract AnnData without converting again.
 
     Parameters
     ----------
@@ -321,9 +333,13 @@ def save_input(adata: ad.AnnData, run_dir: str | os.PathLike, *, source: str) ->
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    user_file = source not in ("demo",) and Path(str(source)).exists()
     if "mmae_backed" in adata.uns:
         record = {"source": source, "path": adata.uns["mmae_backed"]["path"], "backed": True}
-    elif adata.filename is not None or (source not in ("demo",) and Path(str(source)).exists()):
+    elif adata.filename is None and user_file and not _is_h5ad(Path(str(source))):
+        path = write_h5ad(adata, run_dir / "input.h5ad")  # converted from .h5 / .h5mu
+        record = {"source": source, "path": str(path.resolve()), "backed": False}
+    elif adata.filename is not None or user_file:
         path = adata.filename or Path(str(source))
         record = {"source": source, "path": str(Path(path).resolve()), "backed": False}
     elif source == "bmmc":

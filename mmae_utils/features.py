@@ -12,9 +12,22 @@ import scipy.sparse as sp
 from ._compat import import_episcanpy
 from ._utils import logger, to_csr
 from .data import CHUNK_SIZE
-from .pp import binarized, counts_matrix
+from .pp import binarized, counts_matrix, log_normalize
 
-__all__ = ["peak_cell_counts", "select_atac", "select_gex", "seurat_v3_chunked"]
+__all__ = [
+    "CHUNKED_FLAVORS",
+    "LOG_FLAVORS",
+    "peak_cell_counts",
+    "select_atac",
+    "select_gex",
+    "seurat_v3_chunked",
+]
+
+#: scanpy flavors that model count noise: given raw counts (and computable over chunks).
+CHUNKED_FLAVORS = ("seurat_v3", "seurat_v3_paper")
+
+#: scanpy flavors that expect log-normalised values: counts are log-normalised for them.
+LOG_FLAVORS = ("seurat", "cell_ranger")
 
 
 def _check_n_top(n_top: int, n_available: int, what: str) -> int:
@@ -63,6 +76,39 @@ def _check_raw_counts(gex: ad.AnnData, x, flavor: str, layer: str | None) -> Non
             f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
             "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
         )
+
+
+def _flavor_input(gex: ad.AnnData, flavor: str, layer: str | None, backed: bool):
+    """The matrix scanpy's ``flavor`` expects: raw counts for seurat_v3, log-normalised
+    values for seurat / cell_ranger (counts are log-normalised, as the model's inputs are;
+    values that are not counts, e.g. a log-normalised ``X``, are used as they are)."""
+    from .data import read_counts
+
+    if backed:  # only the seurat_v3 flavors have a chunked path; the genes fit in memory
+        logger.info("select_gex: flavor=%s reads the counts of %d genes", flavor, gex.n_vars)
+        x = read_counts(gex, layer=layer if layer is not None else "counts")
+    else:
+        x = counts_matrix(gex, layer, "select_gex")
+    _check_raw_counts(gex, x, flavor, layer)
+    if flavor in LOG_FLAVORS and _is_integer_valued(x):
+        x = log_normalize(x)  # normalize_total + log1p: what these flavors are meant for
+    return x
+
+
+def _add_rank(result: pd.DataFrame) -> None:
+    """Give flavors without one (seurat, cell_ranger) a ``highly_variable_rank`` (in place):
+    selected genes first, then (with a batch key) genes selected in more batches, then the
+    normalised dispersion, then position; 0 is the most variable gene."""
+    if "highly_variable_rank" in result:
+        return
+    score = np.nan_to_num(result["dispersions_norm"].to_numpy(dtype=float), nan=-np.inf)
+    keys = [np.arange(len(result)), -score]
+    if "highly_variable_nbatches" in result:
+        keys.append(-result["highly_variable_nbatches"].to_numpy(dtype=float))
+    keys.append(~result["highly_variable"].to_numpy(bool))
+    rank = np.empty(len(result), dtype=np.float64)
+    rank[np.lexsort(keys)] = np.arange(len(result))
+    result["highly_variable_rank"] = rank
 
 
 def _hvg_input(gex: ad.AnnData, x, batch_key: str | None) -> ad.AnnData:
@@ -156,8 +202,12 @@ def select_gex(
     n_top
         Number of genes to keep. More than exist warns and keeps all.
     flavor
-        Any scanpy flavor; ``"seurat_v3"``/``"seurat_v3_paper"`` need counts, ``"seurat"``
-        and ``"cell_ranger"`` expect log-normalized values in ``layer``.
+        Any scanpy flavor. ``"seurat_v3"`` / ``"seurat_v3_paper"`` (:data:`CHUNKED_FLAVORS`)
+        are given the raw counts; ``"seurat"`` and ``"cell_ranger"`` (:data:`LOG_FLAVORS`)
+        rank genes by normalised dispersion of log-normalised values: counts in ``layer``
+        are log-normalised for them (``normalize_total`` + ``log1p``, as the model's
+        inputs), values that are not counts (a log-normalised ``X`` of data without
+        counts) are used as they are.
     layer
         Layer with raw counts (falls back to ``X`` with a warning when absent).
     batch_key
@@ -167,8 +217,9 @@ def select_gex(
         fit is retried with spans 0.5 and 0.8 (with a warning) before giving up.
     chunked
         Compute the statistics over row chunks (:func:`seurat_v3_chunked`), reading a
-        backed file one chunk at a time. Default: when ``gex`` is backed
-        (``load_multiome(..., backed=True)``). Same result as the in-memory path.
+        backed file one chunk at a time (seurat_v3 flavors only). Default: when ``gex`` is
+        backed (``load_multiome(..., backed=True)``) and the flavor is a seurat_v3 one;
+        other flavors read the genes' counts into memory. Same result as the in-memory path.
     chunk_size
         Cells per chunk in the chunked path.
     progress
@@ -180,10 +231,12 @@ def select_gex(
     -------
     With ``inplace=True`` ``None``, and these columns written:
     ``gex.var["highly_variable"]`` (bool, exactly ``n_top`` True),
-    ``gex.var["highly_variable_rank"]``, ``gex.var["means"]``, ``gex.var["variances"]``,
-    ``gex.var["variances_norm"]`` (and with ``batch_key``,
-    ``gex.var["highly_variable_nbatches"]``). With ``inplace=False`` the same columns as a
-    DataFrame indexed like ``gex.var``.
+    ``gex.var["highly_variable_rank"]`` (0 = most variable), ``gex.var["means"]`` and, for
+    the seurat_v3 flavors, ``gex.var["variances"]`` and ``gex.var["variances_norm"]``; for
+    ``"seurat"`` / ``"cell_ranger"``, ``gex.var["dispersions"]`` and
+    ``gex.var["dispersions_norm"]`` (means and dispersions of the log-normalised values).
+    With ``batch_key``, also ``gex.var["highly_variable_nbatches"]``. With
+    ``inplace=False`` the same columns as a DataFrame indexed like ``gex.var``.
     """
     import scanpy  # noqa: F401 - imported on both paths, the chunked one too, as it always was
 
@@ -192,7 +245,13 @@ def select_gex(
     _check_batch_key(gex, batch_key)
     from .data import is_backed
 
-    if chunked or (chunked is None and is_backed(gex)):
+    if chunked and flavor not in CHUNKED_FLAVORS:
+        raise ValueError(
+            f"chunked=True supports flavor {CHUNKED_FLAVORS}, not {flavor!r}; pass "
+            "chunked=None to read the genes' counts into memory for this flavor."
+        )
+    backed = is_backed(gex)
+    if flavor in CHUNKED_FLAVORS and (chunked or (chunked is None and backed)):
         if progress is None:
             progress = gex.n_obs > 20_000
         result = seurat_v3_chunked(
@@ -200,13 +259,13 @@ def select_gex(
             chunk_size=chunk_size, progress=progress,
         )  # fmt: skip
         return _finish_gex(gex, result, n_top, flavor, inplace)
-    x = counts_matrix(gex, layer, "select_gex")
-    _check_raw_counts(gex, x, flavor, layer)
+    x = _flavor_input(gex, flavor, layer, backed)
     result = _hvg_retrying_span(
         _hvg_input(gex, x, batch_key), n_top=n_top, flavor=flavor, batch_key=batch_key, span=span
     )
     result.index = gex.var_names
     _keep_exactly_n_top(result, n_top)
+    _add_rank(result)
     return _finish_gex(gex, result, n_top, flavor, inplace)
 
 

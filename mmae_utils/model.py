@@ -50,6 +50,7 @@ from .config import (
     PRESETS,
     ModelConfig,
     check_int,
+    check_names,
     overrides,
 )
 from .layers import BlockScale, InputTransform, ModalityDropout
@@ -133,9 +134,11 @@ class MultiModalAutoencoder(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        config = _as_config(ModelConfig() if config is None else config)
         self.gex_dim = check_int("gex_dim", gex_dim)
         self.atac_dim = check_int("atac_dim", atac_dim)
+        # more components than the data allow adapt, with a warning; config records them
+        config = _as_config(ModelConfig() if config is None else config)
+        config = config.fitted_to(self.gex_dim, self.atac_dim)
         self.gex_latent_dim, self.atac_latent_dim = config.latent_split
         self._config = config.replace(gex_latent_dim=self.gex_latent_dim)
         for option in ModelConfig.option_names():  # model.latent_dim, model.gex_input, ...
@@ -528,6 +531,7 @@ def build_model(
     config: ModelConfig | None = None,
     gex_features: Sequence[str] | None = None,
     atac_features: Sequence[str] | None = None,
+    n_cells: int | None = None,
     name: str = "mmae",
     **options,
 ) -> MultiModalAutoencoder:
@@ -546,12 +550,19 @@ def build_model(
         A :class:`~mmae_utils.config.ModelConfig` to start from instead of a preset.
     gex_features, atac_features
         Feature names the model is (to be) trained on, saved with it.
+    n_cells
+        Number of cells the model will be trained on, if known: then ``n_components``
+        is also kept below it (the input transforms are fitted on those cells).
     name
         Name of the Keras model.
     **options
         Options of :class:`~mmae_utils.config.ModelConfig` (the one list of them, with
         their defaults and meaning), overriding those of the preset or ``config``;
         unknown names raise a ``TypeError``, bad values a ``TypeError`` / ``ValueError``.
+        An ``n_components`` the data cannot give (``"svd"`` inputs need fewer components
+        than features, and than ``n_cells``) adapts to the most they allow, with a
+        ``UserWarning`` (:meth:`~mmae_utils.config.ModelConfig.fitted_to`); the model's
+        ``config`` records the value used.
 
     Returns
     -------
@@ -571,19 +582,21 @@ def build_model(
 
     """
     allowed = (*ModelConfig.option_names(), "gex_features", "atac_features", "name")
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"build_model() got unknown option(s) {unknown}; valid options: {sorted(allowed)}."
-        )
+    check_names("build_model()", options, allowed)
     if config is None:
         config = ModelConfig.from_preset(preset)
     elif preset is not None:
         raise ValueError("Pass preset= or config=, not both.")
+    config = _as_config(config).replace(**options)
+    if n_cells is not None:
+        n_cells = check_int("n_cells", n_cells)
+    config = config.fitted_to(
+        check_int("gex_dim", gex_dim), check_int("atac_dim", atac_dim), n_cells
+    )
     model = MultiModalAutoencoder(
         gex_dim,
         atac_dim,
-        _as_config(config).replace(**options),
+        config,
         gex_features=gex_features,
         atac_features=atac_features,
         name=name,

@@ -201,7 +201,7 @@ def graph_for(
     it was built from the same content with the same ``n_neighbors`` and ``seed``;
     otherwise it is computed (and not stored).
     """
-    g = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.astype(str)), obsm={"X_emb": x})
+    g = graph_adata(pd.DataFrame(index=adata.obs_names.astype(str)), x)
     if _reuse_stored(adata, obsm_key, x, n_neighbors, seed, g):
         return g, True
     compute_neighbors(g, n_neighbors, seed)

@@ -27,6 +27,7 @@ __all__ = [
     "idf",
     "tfidf",
     "svd",
+    "max_components",
     "pca",
     "lsi",
     "block_scale_factor",
@@ -242,12 +243,15 @@ def svd(x, n_comps: int, *, center: bool = False, block: int = 4096):
     return scores, vt, mean
 
 
-def _check_components(n_comps: int, shape: tuple[int, int], what: str, extra: int = 0) -> None:
-    """Clear error when ``n_comps`` (+ ``extra`` dropped) exceed what the data allow.
+def max_components(n_cells: int, n_features: int) -> int:
+    """The most components :func:`svd` (hence :func:`pca`) gives for a cells x features
+    matrix: every feature's, but fewer than the cells (an LSI gives one fewer still)."""
+    return min(int(n_cells) - 1, int(n_features))
 
-    The exact SVD can return every feature's component but needs more cells than components.
-    """
-    limit = min(shape[0] - 1, shape[1])
+
+def _check_components(n_comps: int, shape: tuple[int, int], what: str, extra: int = 0) -> None:
+    """Clear error when ``n_comps`` (+ ``extra`` dropped) exceed :func:`max_components`."""
+    limit = max_components(*shape)
     if n_comps + extra > limit:
         dropped = f" (+{extra} dropped)" if extra else ""
         raise ValueError(

@@ -35,6 +35,7 @@ __all__ = [
     "replicate",
     "run_report",
     "train_like",
+    "training_summary",
     "verdict",
     "write_json",
     "write_summary",
@@ -283,6 +284,28 @@ def verdict(
     return " ".join(parts)
 
 
+def training_summary(history, *, model=None) -> str:
+    """A Markdown sentence on a :func:`~mmae_utils.training.train` history: epochs run, the
+    best epoch, and how each modality's loss fell from the first epoch to it.
+
+    Uses the validation losses when there are any (``validation_fraction > 0``), else the
+    training losses; names the losses as the model computes them (MSE, or BCE for
+    ``atac_input="binary"``) when ``model`` is given.
+    """
+    prefix = "val_" if "val_loss" in history and history["val_loss"].notna().any() else ""
+    which = "validation" if prefix else "training"
+    best = int(history[f"{prefix}loss"].idxmin())  # the index is the epoch number, from 1
+    first, last = history.iloc[0], history.loc[best]
+    atac = "BCE" if model is None or getattr(model, "atac_input", "binary") == "binary" else "MSE"
+    return (
+        f"Training ran {len(history)} epochs; the best {which} loss was at epoch {best}. From "
+        f"the first epoch to then, {which} GEX MSE went from {first[f'{prefix}gex_loss']:.4f} "
+        f"to {last[f'{prefix}gex_loss']:.4f} and ATAC {atac} from "
+        f"{first[f'{prefix}atac_loss']:.4f} to {last[f'{prefix}atac_loss']:.4f}."
+        + ("" if prefix else " No cells were held out (VALIDATION_FRACTION is 0).")
+    )
+
+
 def write_summary(out: Path) -> Path | None:
     """Write ``summary.md`` from ``metrics.csv``: which method won on which metric.
 
@@ -380,7 +403,9 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
         sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
         config = model.ModelConfig.from_preset(preset, **sizes)
     gex, atac = data.split_modalities(selected, copy=False)
-    mmae = model.build_model(gex.n_vars, atac.n_vars, config=config.replace(seed=int(seed)))
+    mmae = model.build_model(
+        gex.n_vars, atac.n_vars, config=config.replace(seed=int(seed)), n_cells=selected.n_obs
+    )
     training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
     return training.embed(mmae, gex, atac)
 
@@ -505,7 +530,10 @@ def run_report(
     ----------
     data
         ``"demo"`` (built-in synthetic data), ``"bmmc"`` (the GEO file, fetched and cached)
-        or the path of a multiome ``.h5ad``.
+        or the path of a multiome file: ``.h5ad`` / ``.h5ad.gz`` (GSE194122 schema), 10x Cell
+        Ranger ARC ``.h5`` or muon ``.h5mu`` (read by :func:`mmae_utils.data.load_multiome`
+        through :func:`mmae_utils.datasets.load_dataset`). A relative path is taken from
+        the current folder (the notebooks run in ``out``).
     out
         Report folder (created; it is also the notebooks' ``RUN_DIR``).
     params
@@ -545,6 +573,8 @@ def run_report(
     _check_params(params, declared)
     declared_names = set().union(*(set(d) for d in declared.values()))
     defaults = {k: v for k, v in REPORT_DEFAULTS.items() if k in declared_names}
+    if str(data) not in ("demo", "bmmc") and Path(data).expanduser().exists():
+        data = Path(data).expanduser().resolve()  # the notebooks run in `out`, not here
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     write_json(full, out / "params.json")
     for name in names:
@@ -598,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data",
         default=None,
         help="'demo' (built-in synthetic data, default), 'bmmc' (the GEO file, downloaded once) "
-        "or the path of a multiome .h5ad / .h5ad.gz",
+        "or the path of a multiome .h5ad / .h5ad.gz, 10x Cell Ranger ARC .h5 or muon .h5mu",
     )
     parser.add_argument("--out", required=True, help="report folder (created)")
     parser.add_argument(

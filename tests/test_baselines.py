@@ -107,3 +107,34 @@ def test_baselines_free_copies_early_but_give_the_same_embeddings(small_mdata):
     reverse = bl.baselines(adata, n_comps=6, methods=bl.BASELINES[::-1], seed=0, inplace=False)
     assert list(reverse) == list(bl.BASELINES[::-1])
     assert (adata.layers["counts"] != counts_before).nnz == 0  # input never modified
+
+
+def test_more_components_than_the_data_give_adapts_with_a_warning(small_mdata):
+    """51 genes, 30 peaks, 800 cells: each baseline gets what its data give, and says so."""
+    import warnings
+
+    gex = np.flatnonzero(small_mdata.var["feature_types"] == "GEX")[:51]
+    atac = np.flatnonzero(small_mdata.var["feature_types"] == "ATAC")[:30]
+    adata = small_mdata[:, np.r_[gex, atac]].copy()
+    with pytest.warns(UserWarning, match=r"n_comps=100 asked.*gex_pca has 51.*atac_lsi has 29"):
+        out = bl.baselines(adata, n_comps=100, inplace=False)
+    dims = {m: x.shape[1] for m, x in out.items()}
+    assert dims == {
+        "pca_concat": 50 + 29,
+        "pca_competition": 81,
+        "gex_pca": 51,
+        "atac_lsi": 29,
+        "random": 100,
+    }
+    with pytest.warns(UserWarning, match="20 cells"):
+        few_cells = bl.fitted_sizes(adata[:20], ["gex_pca", "pca_concat"], 40)
+    assert few_cells == {
+        "gex_pca": 19,
+        "pca_concat": (19, 18),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what the data give does not warn
+        assert bl.fitted_sizes(adata, ["gex_pca", "pca_concat"], 20) == {
+            "gex_pca": 20,
+            "pca_concat": (10, 10),
+        }

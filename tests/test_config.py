@@ -97,3 +97,25 @@ def test_public_checks():
     assert check_rate("r", 0) == 0.0
     with pytest.raises(ValueError, match="r must be in"):
         check_rate("r", 1.0)
+
+
+def test_n_components_above_what_the_data_allow_adapts_with_a_warning():
+    import warnings
+
+    from mmae_utils.model import build_model
+
+    jae = ModelConfig.from_preset("jae", latent_dim=4, hidden=(8,))
+    assert jae.svd_limit(51, 5000) == 50 and jae.svd_limit(51, 5000, n_cells=30) == 28
+    assert jae.replace(gex_input="log").svd_limit(51, 40) == 39  # only 'svd' inputs count
+    assert jae.replace(gex_input="log", atac_input="binary").svd_limit(5, 5) is None
+    with pytest.warns(UserWarning, match=r"n_components=100 asked.*51 GEX and 5,000 ATAC.*50"):
+        model = build_model(51, 5000, config=jae)
+    # the model and its saved config describe what was built
+    assert model.config.n_components == 50 == model.n_components
+    assert model.gex_transform.output_dim == 50 == model.atac_transform.output_dim
+    assert model.get_config()["n_components"] == 50
+    with pytest.warns(UserWarning, match=r"at most the 40 cells less 2\); using n_components=38"):
+        assert build_model(500, 600, config=jae, n_cells=40).config.n_components == 38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what fits does not warn
+        assert build_model(500, 600, config=jae, n_cells=400).config.n_components == 100

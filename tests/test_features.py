@@ -240,3 +240,37 @@ def test_backed_combine_reads_only_selected_columns(on_disk):
     assert (disk.layers["counts"] != mem.layers["counts"]).nnz == 0
     pd.testing.assert_frame_equal(disk.var, mem.var)
     assert (disk.var["feature_types"] == "GEX").sum() == 300
+
+
+@pytest.mark.parametrize("flavor", ["seurat", "cell_ranger"])
+def test_log_flavors_log_normalize_counts_and_rank(modalities, flavor):
+    """seurat / cell_ranger are given log-normalised counts (on raw counts scanpy's expm1
+    overflows), and get a highly_variable_rank like seurat_v3 (notebook 02 sorts by it)."""
+    import scanpy as sc
+
+    from mmae_utils import plotting
+    from mmae_utils.pp import log_normalized
+
+    gex = modalities[0].copy()
+    select_gex(gex, n_top=200, flavor=flavor)
+    ref = sc.pp.highly_variable_genes(
+        ad.AnnData(log_normalized(gex)), n_top_genes=200, flavor=flavor, inplace=False
+    )
+    assert gex.var["highly_variable"].sum() == 200
+    np.testing.assert_array_equal(gex.var["highly_variable"], ref["highly_variable"])
+    rank = gex.var["highly_variable_rank"].to_numpy()
+    assert sorted(rank) == list(range(gex.n_vars))
+    assert gex.var["highly_variable"].to_numpy()[rank < 200].all()
+    top = gex.var.sort_values("highly_variable_rank").index[0]
+    assert top == gex.var["dispersions_norm"].idxmax()
+    plotting.highly_variable_genes(gex)  # dispersions, not variances
+
+
+def test_log_flavor_with_batches_and_backed(on_disk):
+    _, backed = on_disk
+    gex_b, _ = split_modalities(backed)
+    got = select_gex(gex_b, n_top=300, flavor="seurat", batch_key="batch", inplace=False)
+    assert got["highly_variable"].sum() == 300
+    assert {"dispersions_norm", "highly_variable_nbatches", "highly_variable_rank"} <= set(got)
+    with pytest.raises(ValueError, match="chunked=True supports"):
+        select_gex(gex_b, n_top=300, flavor="seurat", chunked=True)

@@ -134,8 +134,9 @@ def test_presets_and_their_errors():
     assert jae.gex_input == "svd" and jae.batch_norm is False and jae.latent_scaling == "block"
     with pytest.raises(ValueError, match="Unknown preset 'best'"):
         build_model(20, 30, preset="best")
-    with pytest.raises(ValueError, match="needs n_components < the 20 GEX features"):
-        build_model(20, 300, preset="jae")
+    with pytest.warns(UserWarning, match="n_components=100 asked.*using n_components=19"):
+        adapted = build_model(20, 300, preset="jae")  # more components than genes: adapts
+    assert adapted.config.n_components == 19 == adapted.gex_transform.n_components
     with pytest.raises(ValueError, match="gex_input must be one of"):
         build_model(20, 30, preset="seed", gex_input="tfidf")
     with pytest.raises(ValueError, match="latent_scaling must be one of"):

@@ -192,3 +192,16 @@ def test_verdict_over_seeds_uses_the_spread():
     assert "tie overall" not in report.verdict(noisy.xs(0, level="seed"))  # one seed: +0.08
     short = report.verdict(clear, context=False)
     assert "random floor" not in short and "competition" not in short
+
+
+def test_training_summary_with_and_without_validation():
+    history = pd.DataFrame(
+        {"loss": [2.0, 1.0, 1.5], "gex_loss": [1.0, 0.5, 0.7], "atac_loss": [3.0, 1.5, 2.3]},
+        index=pd.Index([1, 2, 3], name="epoch"),
+    )
+    text = report.training_summary(history)
+    assert "best training loss was at epoch 2" in text and "No cells were held out" in text
+    val = history.rename(columns=lambda c: f"val_{c}") * [1.0, 1.0, 1.0]
+    val["val_loss"] = [3.0, 2.0, 1.0]
+    text = report.training_summary(pd.concat([history, val], axis=1))
+    assert "best validation loss was at epoch 3" in text and "held out" not in text
