@@ -23,6 +23,7 @@ import anndata as ad
 from ._utils import atomic_path, logger
 from .data import load_multiome, write_h5ad
 from .sim import (
+    ABUNDANT_MARKERS,
     BATCH_COUNTS,
     CELL_TYPE_COUNTS,
     CHROM_SIZES,
@@ -48,6 +49,7 @@ __all__ = [
     "BATCH_COUNTS",
     "CELL_TYPE_COUNTS",
     "CHROM_SIZES",
+    "ABUNDANT_MARKERS",
     "CYCLING",
     "HOUSEKEEPING",
     "LINEAGE",

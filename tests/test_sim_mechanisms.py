@@ -95,13 +95,39 @@ def test_expression_follows_the_openness_of_linked_peaks(draws):
     assert on > 2 * off and on > 0.01, (on, off)
 
 
-def test_marker_genes_are_among_the_top_hvgs(draws):
+def _top_hvgs(adata, n: int = 20):
     from mmae_utils import features
 
-    gex, _ = data.split_modalities(draws["default"])
+    gex, _ = data.split_modalities(adata)
     features.select_gex(gex, n_top=500, progress=False)
-    top = gex.var.sort_values("highly_variable_rank").head(20).index
-    assert sum(g in datasets.MARKERS for g in top) >= 5, list(top)
+    return list(gex.var.sort_values("highly_variable_rank").head(n).index)
+
+
+def test_marker_genes_are_among_the_top_hvgs(draws):
+    """Named markers lead the HVGs (haemoglobins first, as in real marrow), not fillers."""
+    top = _top_hvgs(draws["default"])
+    n_on = sum(g in datasets.MARKERS for g in top)
+    n_off = sum(
+        g in datasets.MARKERS for g in _top_hvgs(_without(marker_background=1, abundant_markers=0))
+    )
+    assert n_on >= 12 and n_on >= n_off + 4, (top, n_on, n_off)
+    assert {"HBB", "HBA1"} <= set(top), top
+
+
+def test_markers_are_nearly_silent_outside_their_types(draws):
+    """CD3E (T/NK) and MS4A1 (B): mean counts outside their types over inside them."""
+
+    def leak(adata):
+        gex, _ = data.split_modalities(adata, copy=False)
+        ratios = []
+        for gene in ("CD3E", "MS4A1"):
+            inside = adata.obs["cell_type"].isin(datasets.MARKERS[gene]).to_numpy()
+            x = sp.csr_matrix(gex[:, gene].layers["counts"]).toarray().ravel()
+            ratios.append(x[~inside].mean() / x[inside].mean())
+        return max(ratios)
+
+    on, linear = leak(draws["default"]), leak(draws["linear"])
+    assert on < 0.1 and on < linear / 3, (on, linear)
 
 
 def test_more_cells_cycle_and_chromatin_follows_weakly(draws):
@@ -148,12 +174,6 @@ def test_sites_differ_in_capture(draws):
     assert on > 0.03 > off, (on, off)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="markers are expressed at a high background in non-marker cells (HBA1: 7.7 counts "
-    "per T cell without ambient RNA), more than ambient RNA adds; their base levels must come "
-    "down first (issue 13, open)",
-)
 def test_ambient_rna_reaches_every_cell(draws):
     """Haemoglobin (an erythroid marker) shows up in more T cells through ambient RNA."""
 
@@ -164,4 +184,4 @@ def test_ambient_rna_reaches_every_cell(draws):
         return float((hbb > 0).mean())
 
     on, off = share(draws["default"]), share(_without(ambient=0.0))
-    assert on > off + 0.02, (on, off)
+    assert on > off + 0.15, (on, off)

@@ -15,6 +15,7 @@ random stream), ``_counts`` (block-keyed count draws), ``_stream`` (writing to d
 from __future__ import annotations
 
 from ._facts import (
+    ABUNDANT_MARKERS,
     BATCH_COUNTS,
     CELL_TYPE_COUNTS,
     CHROM_SIZES,
@@ -39,6 +40,7 @@ __all__ = [
     "BATCH_COUNTS",
     "CELL_TYPE_COUNTS",
     "CHROM_SIZES",
+    "ABUNDANT_MARKERS",
     "CYCLING",
     "HOUSEKEEPING",
     "LINEAGE",

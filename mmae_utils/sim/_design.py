@@ -15,11 +15,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._cells import assign_cells, cell_cycle, library_sizes, obs_table, trajectories
-from ._effects import Effects, broad_cycle, effects
+from ._effects import Effects, broad_cycle, effects, stream
 from ._facts import LINEAGE
 from ._layout import LINEAGES, latent_layout, modality_views, shape_types
 from ._mechanisms import Mechanisms
-from ._programmes import gene_programmes, peak_programmes, var_table
+from ._programmes import gene_programmes, peak_programmes, scale_markers, var_table
 
 
 @dataclass
@@ -57,14 +57,13 @@ class Design:
 def _mechanism_effects(
     seed, mech, genes, peaks, layout, types, batch_codes, batches, cell_types, log_lib
 ):
-    """The mechanisms' parameters, drawn from their own stream (``[seed, 4]``), and the
-    library sizes with the site-level capture differences; ``genes.cc`` gains the broad
-    cell-cycle programme."""
-    rng_m = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    """The mechanisms' parameters, each drawn from its own stream, and the library sizes
+    with the site-level capture differences; ``genes.cc`` gains the broad cell-cycle
+    programme."""
     sites = sorted({b.split("d")[0] for b in batches})
     site_codes = np.array([sites.index(b.split("d")[0]) for b in batches])[batch_codes]
     lineage_codes = np.array([LINEAGES.index(LINEAGE[t]) for t in cell_types])[types]
-    genes.cc = broad_cycle(rng_m, genes.cc, genes.var.index, mech)
+    genes.cc = broad_cycle(stream(seed, "cycle_breadth"), genes.cc, genes.var.index, mech)
     parts = dict(
         gex_w=genes.w, n_shared=layout.s_type.stop, peak_gene=peaks.peak_gene,
         atac_base=peaks.base, gex_cc=genes.cc, gex_base=genes.base, gex_markers=genes.markers,
@@ -73,9 +72,10 @@ def _mechanism_effects(
         batch_codes=batch_codes, n_batches=len(batches), site_codes=site_codes,
         n_sites=len(sites),
     )  # fmt: skip
-    eff = effects(rng_m, mech, parts)
+    eff = effects(seed, mech, parts)
     if mech.capture > 0:  # site-level differences in GEX capture (library size)
-        log_lib = log_lib + rng_m.normal(0, mech.capture, len(sites))[site_codes]
+        shift = stream(seed, "library").normal(0, mech.capture, len(sites))
+        log_lib = log_lib + shift[site_codes]
     return eff, log_lib
 
 
@@ -118,8 +118,7 @@ def design(
         rng, cell_types, types, batch_codes, len(batches), batch_effect, atac_density
     )
     genes = gene_programmes(rng, n_genes, layout, modality_bias, batches, batch_effect)
-    genes.markers = genes.markers * mech.marker_strength
-    genes.atac_source = genes.atac_source * mech.marker_strength
+    scale_markers(genes, layout, mech)
     genes.cc = genes.cc * mech.cell_cycle
     peaks = peak_programmes(rng, n_peaks, genes, layout, batches, batch_effect)
     obs = obs_table(rng, cell_types, batches, types, batch_codes, pt_gex, pt_atac, phase)

@@ -1,9 +1,9 @@
 """The mechanisms that make the simulator as hard as the real file, drawn once per design.
 
 Each function draws the per-feature or per-batch parameters of one mechanism of
-:class:`~mmae_utils.sim.Mechanisms` from its own generator (keyed ``[seed, 4]``), so that
-switching a mechanism off (:meth:`Mechanisms.linear`) leaves every other draw of the
-simulator as it was. :func:`effects` collects them in :class:`Effects`, which the count
+:class:`~mmae_utils.sim.Mechanisms` from that mechanism's own generator (:func:`stream`,
+keyed ``[seed, 4, k]``), so that switching one mechanism off leaves every other draw of
+the simulator as it was, and :meth:`Mechanisms.linear` gives the earlier simulator. :func:`effects` collects them in :class:`Effects`, which the count
 draws of ``_counts`` apply.
 """
 
@@ -36,6 +36,24 @@ class Effects:
     background_open: float  # open probability of a peak for a random fragment
     ambient_share: np.ndarray | None  # cells: share of ambient RNA
     ambient_profile: np.ndarray | None  # genes: the ambient expression profile (sums to 1)
+
+
+#: The mechanisms that draw random parameters, in the order of their stream keys.
+#: ``"capture"`` draws the ATAC signal-to-noise, ``"library"`` the GEX capture of each site.
+STREAMS = (
+    "cycle_breadth",
+    "nonlinearity",
+    "regulation",
+    "donor_type",
+    "capture",
+    "ambient",
+    "library",
+)
+
+
+def stream(seed: int, mechanism: str) -> np.random.Generator:
+    """The generator of ``mechanism``'s parameters (one of :data:`STREAMS`) for ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 4, STREAMS.index(mechanism)]))
 
 
 def _combinatorial(rng, gex_w: np.ndarray, n_shared: int, strength: float):
@@ -91,8 +109,8 @@ def broad_cycle(rng, gex_cc: np.ndarray, names, mech: Mechanisms) -> np.ndarray:
     return out
 
 
-def effects(rng, mech: Mechanisms, parts: dict) -> Effects:
-    """Draw the mechanisms' parameters from ``rng`` in a fixed order.
+def effects(seed: int, mech: Mechanisms, parts: dict) -> Effects:
+    """Draw the mechanisms' parameters, each from its own :func:`stream` of ``seed``.
 
     ``parts`` holds what they act on: ``gex_w``, ``n_shared`` (latent programmes seen by
     both modalities), ``peak_gene``, ``atac_base``, ``gex_cc``, ``gex_base``,
@@ -102,9 +120,11 @@ def effects(rng, mech: Mechanisms, parts: dict) -> Effects:
     p = parts
     comb = (None, None)
     if mech.nonlinearity > 0:
+        rng = stream(seed, "nonlinearity")
         comb = _combinatorial(rng, p["gex_w"], p["n_shared"], mech.nonlinearity)
     reg = (None, None, None)
     if mech.regulation > 0:
+        rng = stream(seed, "regulation")
         reg = _regulation(rng, p["peak_gene"], p["atac_base"], mech.regulation)
     atac_cc = None
     if mech.atac_cell_cycle > 0:
@@ -112,15 +132,17 @@ def effects(rng, mech: Mechanisms, parts: dict) -> Effects:
     shape = (p["n_batches"], p["n_lineages"])
     gex_dt = atac_dt = None
     if mech.donor_type > 0:
+        rng = stream(seed, "donor_type")
         gex_dt = _donor_type(rng, *shape, p["gex_w"].shape[0], mech.donor_type)
         atac_dt = _donor_type(rng, *shape, p["atac_base"].size, mech.donor_type)
     background = None
     if mech.capture > 0:  # per site: how noisy its ATAC is
-        site_bg = np.clip(mech.capture * rng.uniform(0.1, 1.0, p["n_sites"]), 0, 0.6)
+        site_bg = mech.capture * stream(seed, "capture").uniform(0.1, 1.0, p["n_sites"])
+        site_bg = np.clip(site_bg, 0, 0.6)
         background = site_bg[p["site_codes"]].astype(np.float32)
     share = profile = None
     if mech.ambient > 0:
-        per_batch = mech.ambient * rng.uniform(0.4, 1.6, p["n_batches"])
+        per_batch = mech.ambient * stream(seed, "ambient").uniform(0.4, 1.6, p["n_batches"])
         share = per_batch[p["batch_codes"]].astype(np.float32)
         profile = _ambient_profile(
             p["gex_base"], p["gex_w"], p["centroids_gex"], p["gex_markers"], p["types"]

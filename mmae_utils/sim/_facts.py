@@ -148,6 +148,10 @@ CYCLING: dict[str, float] = {
     "ID2-hi myeloid prog": 0.3,
 }
 
+#: Markers that make up a large share of their cells' RNA in real data: haemoglobins in
+#: erythroblasts, LYZ and S100A8/9 in monocytes (``Mechanisms.abundant_markers``).
+ABUNDANT_MARKERS: tuple[str, ...] = ("HBB", "HBA1", "HBA2", "LYZ", "S100A8", "S100A9")
+
 #: Marker genes (real symbols) and the cell types or lineages in which they are up.
 MARKERS: dict[str, tuple[str, ...]] = {
     # progenitors

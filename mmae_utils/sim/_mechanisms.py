@@ -24,8 +24,19 @@ class Mechanisms:
         types as subtle as the real BMMC types.
     marker_strength
         Scale of the effects of the named marker genes (:data:`~mmae_utils.sim.MARKERS`,
-        and of their linked peaks): strong, as real markers (LYZ, HBB, CD3E, ...) are
-        among the most variable genes of real data.
+        and of their linked peaks) shared within a lineage: strong, as real markers (LYZ,
+        HBB, CD3E, ...) are among the most variable genes of real data. Markers that tell
+        a type from its lineage siblings are scaled by ``type_separation`` as well.
+    marker_background
+        In (0, 1]: a marker's level outside its cell types, relative to the linear model
+        (its level in its types stays), and the scale of its response to the latent
+        programmes (which would raise it in other types): real markers are nearly silent
+        elsewhere.
+    abundant_markers
+        Extra log-fold of the most abundant markers (:data:`~mmae_utils.sim.ABUNDANT_MARKERS`)
+        in their cell types, in GEX only: haemoglobins make up a large share of an
+        erythroblast's RNA, LYZ and S100A8/9 of a monocyte's (and through ambient RNA
+        they reach every cell).
     t_cell_overlap
         In [0, 1]: how far the T/NK states (naive and activated CD4, naive and effector
         CD8, NK, ILC) are pulled toward their common centre: overlapping states.
@@ -70,6 +81,8 @@ class Mechanisms:
 
     type_separation: float = 0.45
     marker_strength: float = 0.45
+    marker_background: float = 0.1
+    abundant_markers: float = 4.0
     t_cell_overlap: float = 0.6
     progenitor_continuum: float = 0.5
     nonlinearity: float = 0.6
@@ -93,6 +106,10 @@ class Mechanisms:
         for name in ("t_cell_overlap", "progenitor_continuum", "nonlinearity", "cycle_breadth"):
             if getattr(self, name) > 1:
                 raise ValueError(f"Mechanisms.{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0 < self.marker_background <= 1:
+            raise ValueError(
+                f"Mechanisms.marker_background must be in (0, 1], got {self.marker_background}."
+            )
 
     @classmethod
     def linear(cls) -> Mechanisms:
@@ -101,6 +118,8 @@ class Mechanisms:
         return cls(
             type_separation=1.0,
             marker_strength=1.0,
+            marker_background=1.0,
+            abundant_markers=0.0,
             t_cell_overlap=0.0,
             progenitor_continuum=0.0,
             nonlinearity=0.0,
