@@ -36,20 +36,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 
-from mmae_utils.evaluation import COLUMNS  # noqa: E402
+from mmae_utils.evaluation import COLUMNS, COMPETITION_SCORES  # noqa: E402
 
-#: The competition's in-house scores on the real multiome data (62,501 cells, 13 batches,
-#: 22 types; openproblems neurips2021 results, phase2_private, see ../shared/DESIGN.md).
-REAL = pd.DataFrame(
-    {
-        "PCA": [0.512, 0.319, 0.501, 0.877, 0.654, 0.856, 0.952],
-        "MNN": [0.661, 0.447, 0.536, 0.905, 0.897, 0.897, 0.968],
-        "random": [0.007, 0.000, 0.498, 0.006, 0.511, 0.989, 0.335],
-    },
-    index=[c for c in COLUMNS if c not in ("overall", "n_metrics")],
-)
-SIX = [m for m in REAL.index if m != "ARI"]
-REAL.loc["overall"] = REAL.loc[SIX].mean()
+#: The competition's in-house scores on the real multiome data (see COMPETITION_SCORES).
+REAL = pd.DataFrame(COMPETITION_SCORES).rename(columns={"MNN + PCA": "MNN"})
+REAL = REAL.loc[[c for c in COLUMNS if c != "n_metrics"]]
 
 
 class PeakRss:
@@ -72,10 +63,11 @@ class PeakRss:
         return self.peak / 1024**3
 
 
-def simulate(draw: str, linear: bool):
+def simulate(draw: str, linear: bool, changes: dict[str, float]):
     from mmae_utils import datasets
 
-    kw = {"mechanisms": datasets.Mechanisms.linear()} if linear else {}
+    mech = datasets.Mechanisms.linear() if linear else datasets.Mechanisms()
+    kw = {"mechanisms": mech.replace(**changes)}
     if draw == "demo":
         return datasets.synthetic_bmmc(5000, 4000, 12000, seed=0, **kw)
     return datasets.development_draw(draw, **kw)
@@ -127,17 +119,23 @@ def main() -> None:
     parser.add_argument("--draw", default="dev-a", help="a development draw, or 'demo'")
     parser.add_argument("--linear", action="store_true", help="Mechanisms.linear()")
     parser.add_argument("--seed", type=int, default=0, help="seed of the baselines and metrics")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE", help="Mechanisms values to change"
+    )
     args = parser.parse_args()
+    changes = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
     warnings.filterwarnings("ignore")
     rss = PeakRss()
     t0 = time.perf_counter()
-    adata = simulate(args.draw, args.linear)
+    adata = simulate(args.draw, args.linear, changes)
     t_sim = time.perf_counter() - t0
     scores, gex = score(adata, args.seed)
     t_all = time.perf_counter() - t0
     peak = rss.close()
     out = table(scores, adata.n_obs)
     model = "linear simulator" if args.linear else "simulator with its mechanisms"
+    if changes:
+        model += " (" + ", ".join(f"{k} {v:g}" for k, v in changes.items()) + ")"
     print(f"{args.draw}: {adata.n_obs:,} cells, {model}; simulated in {t_sim:.0f} s, ")
     print(f"all in {t_all:.0f} s, peak RSS {peak:.2f} GiB\n")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
