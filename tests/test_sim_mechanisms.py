@@ -115,7 +115,8 @@ def test_marker_genes_are_among_the_top_hvgs(draws):
 
 
 def test_markers_are_nearly_silent_outside_their_types(draws):
-    """CD3E (T/NK) and MS4A1 (B): mean counts outside their types over inside them."""
+    """CD3E (T/NK) and MS4A1 (B): mean counts outside their types over inside them, far
+    below the linear model's (``marker_background``)."""
 
     def leak(adata):
         gex, _ = data.split_modalities(adata, copy=False)
@@ -127,7 +128,7 @@ def test_markers_are_nearly_silent_outside_their_types(draws):
         return max(ratios)
 
     on, linear = leak(draws["default"]), leak(draws["linear"])
-    assert on < 0.1 and on < linear / 3, (on, linear)
+    assert on < 0.2 and on < linear / 2, (on, linear)
 
 
 def test_more_cells_cycle_and_chromatin_follows_weakly(draws):

@@ -79,9 +79,9 @@ class Mechanisms:
         Mean share of ambient (cell-free) RNA in a cell's GEX counts; it varies by batch.
     """
 
-    type_separation: float = 0.45
+    type_separation: float = 0.35
     marker_strength: float = 0.45
-    marker_background: float = 0.1
+    marker_background: float = 0.2
     abundant_markers: float = 4.0
     t_cell_overlap: float = 0.6
     progenitor_continuum: float = 0.5

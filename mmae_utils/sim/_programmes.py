@@ -158,25 +158,25 @@ def scale_markers(genes: GeneProgrammes, layout: Layout, mech: Mechanisms) -> No
     """Apply ``marker_strength``, ``type_separation`` and ``marker_background`` in place.
 
     Markers shared within a lineage (LYZ, HBB, CD3E, MS4A1) take the full
-    ``marker_strength``; those that tell a type from its lineage siblings (CD14 against
-    CD16+ monocytes) are scaled by ``type_separation`` too, as the latent type programmes
-    are. Outside its types a marker's level falls to ``marker_background`` of what it was
-    (marker cells keep theirs), and so does its response to the latent programmes: real
-    markers are nearly silent elsewhere. The
-    :data:`ABUNDANT_MARKERS` gain ``abundant_markers`` in their types (GEX only).
+    ``marker_strength``. Outside its types a marker's level falls to
+    ``marker_background`` of what it was (its level in its types stays), and so does its
+    response to the latent programmes: real markers are nearly silent elsewhere. The
+    contrast of markers that tell a type from its lineage siblings (CD14 against CD16+
+    monocytes) is then scaled by ``type_separation``, as the latent type programmes are.
+    The :data:`ABUNDANT_MARKERS` gain ``abundant_markers`` in their types (GEX only).
     """
     wide = _lineage_wide(genes.markers, layout)
-    scale = wide * mech.marker_strength
     up = sp.csr_matrix((genes.markers > 0).astype(np.float64))
-    scale = scale + (up - wide) * (mech.marker_strength * mech.type_separation)
-    genes.markers = sp.csr_matrix(genes.markers.multiply(scale))
-    genes.atac_source = sp.csr_matrix(genes.atac_source.multiply(scale))
+    contrast = wide + (up - wide) * mech.type_separation
+    markers = genes.markers * mech.marker_strength
     if mech.marker_background < 1:
         shift = -np.log(mech.marker_background)
         marker_genes = np.flatnonzero(np.asarray(up.sum(axis=0)).ravel() > 0)
         genes.base[marker_genes] -= shift
         genes.w[marker_genes] *= mech.marker_background  # or the programmes raise it elsewhere
-        genes.markers = sp.csr_matrix(genes.markers + up * shift)
+        markers = markers + up * shift
+    genes.markers = sp.csr_matrix(markers.multiply(contrast))
+    genes.atac_source = sp.csr_matrix(genes.atac_source.multiply(contrast * mech.marker_strength))
     if mech.abundant_markers > 0:
         abundant = np.isin(genes.var.index, ABUNDANT_MARKERS).astype(np.float64)
         boost = up @ sp.diags(abundant * mech.abundant_markers)
