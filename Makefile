@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 OUT ?= reports/demo
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast report lint format clean
+.PHONY: install test test-fast report docs lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,13 +26,17 @@ test: $(STAMP)
 report: $(STAMP)
 	$(BIN)/mmae-report --data demo --out $(OUT)
 
+# regenerate the README's results and docs figures from a finished report
+docs: $(STAMP)
+	$(BIN)/python docs/update_results.py $(OUT)
+
 lint: $(STAMP)
-	$(BIN)/ruff check mmae_utils tests benchmarks notebooks
-	$(BIN)/ruff format --check mmae_utils tests benchmarks notebooks
+	$(BIN)/ruff check mmae_utils tests benchmarks docs notebooks
+	$(BIN)/ruff format --check mmae_utils tests benchmarks docs notebooks
 
 format: $(STAMP)
-	$(BIN)/ruff format mmae_utils tests benchmarks notebooks
-	$(BIN)/ruff check --fix mmae_utils tests benchmarks notebooks
+	$(BIN)/ruff format mmae_utils tests benchmarks docs notebooks
+	$(BIN)/ruff check --fix mmae_utils tests benchmarks docs notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

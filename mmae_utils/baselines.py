@@ -11,16 +11,21 @@ from collections.abc import Callable, Sequence
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from . import pp
 from ._utils import to_csr
 from .data import feature_types, is_backed, read_counts
 
-__all__ = ["BASELINES", "MAX_DIMS", "baselines", "fitted_sizes"]
+__all__ = ["ALL_BASELINES", "BASELINES", "MAX_DIMS", "baselines", "fitted_sizes"]
 
-#: Baselines :func:`baselines` can compute, in their default order.
+#: The baselines :func:`baselines` computes by default, in their default order.
 BASELINES = ("pca_concat", "pca_competition", "gex_pca", "atac_lsi", "random")
+
+#: Every baseline :func:`baselines` can compute: the defaults and ``harmony``
+#: (``pca_concat`` corrected for batch with Harmony), which needs the batch of each cell.
+ALL_BASELINES = (*BASELINES, "harmony")
 
 #: Embeddings may have at most this many dimensions (the competition's limit).
 MAX_DIMS = 100
@@ -33,8 +38,9 @@ _NEEDS = {
     "gex_pca": {"gex"},
     "atac_lsi": {"atac"},
     "random": set(),
+    "harmony": {"gex", "atac"},
 }
-_RUN_ORDER = ("random", "gex_pca", "pca_concat", "atac_lsi", "pca_competition")
+_RUN_ORDER = ("random", "gex_pca", "pca_concat", "harmony", "atac_lsi", "pca_competition")
 
 
 def _owned_counts(adata: ad.AnnData, name: str, layer: str) -> sp.csr_matrix:
@@ -102,6 +108,21 @@ def _pca_concat(inputs: _Inputs, n_gex: int, n_atac: int) -> np.ndarray:
     return np.hstack([g, a])
 
 
+def _harmony(inputs: _Inputs, sizes: tuple[int, int], batch_key: str, seed: int) -> np.ndarray:
+    """``pca_concat`` corrected for ``obs[batch_key]`` by Harmony (``harmonypy``, its defaults)."""
+    import harmonypy
+
+    if batch_key not in inputs.adata.obs:
+        raise KeyError(
+            f"harmony needs the batch of each cell: adata.obs[{batch_key!r}] is missing "
+            f"(columns: {list(inputs.adata.obs.columns)}). Pass batch_key=, or leave out harmony."
+        )
+    x = _pca_concat(inputs, *sizes).astype(np.float64)
+    meta = pd.DataFrame({"batch": inputs.adata.obs[batch_key].astype(str).to_numpy()})
+    z = np.asarray(harmonypy.run_harmony(x, meta, "batch", random_state=seed, verbose=False).Z_corr)
+    return (z if z.shape == x.shape else z.T).astype(np.float32)
+
+
 def fitted_sizes(
     adata: ad.AnnData, methods: Sequence[str], n_comps: int, n_top_competition: int = 1000
 ) -> dict[str, int | tuple[int, int]]:
@@ -127,6 +148,7 @@ def fitted_sizes(
         "atac_lsi": min(n_comps, max(pca(n_atac) - 1, 1)),
         "random": n_comps,
     }
+    limits["harmony"] = limits["pca_concat"]  # pca_concat, corrected for batch
     sizes = {m: limits[m] for m in methods}
     short = {m: sum(k) if isinstance(k, tuple) else k for m, k in sizes.items()}
     short = {m: k for m, k in short.items() if k < n_comps}
@@ -157,9 +179,9 @@ def _pca_competition(inputs: _Inputs, n_comps: int, n_top: int, step: int) -> np
 def _methods(methods: Sequence[str], n_comps) -> tuple[list[str], int]:
     """The methods asked for (checked, de-duplicated) and ``n_comps`` as a checked int."""
     methods = list(dict.fromkeys(methods))
-    unknown = sorted(set(methods) - set(BASELINES))
+    unknown = sorted(set(methods) - set(ALL_BASELINES))
     if unknown:
-        raise ValueError(f"Unknown baselines {unknown}; choose from {list(BASELINES)}.")
+        raise ValueError(f"Unknown baselines {unknown}; choose from {list(ALL_BASELINES)}.")
     n_comps = int(n_comps)
     if not 2 <= n_comps <= MAX_DIMS:
         raise ValueError(f"n_comps must be between 2 and {MAX_DIMS}, got {n_comps}.")
@@ -173,6 +195,7 @@ def baselines(
     methods: Sequence[str] = BASELINES,
     n_top_competition: int = 1000,
     layer: str = "counts",
+    batch_key: str = "batch",
     seed: int = 0,
     inplace: bool = True,
 ) -> dict[str, str] | dict[str, np.ndarray]:
@@ -198,6 +221,9 @@ def baselines(
     - ``gex_pca``: GEX PCA alone; ``atac_lsi``: ATAC LSI alone (components centred, kept
       at their singular-value scale).
     - ``random``: standard normal noise, the floor (the competition's ``dummy_random``).
+    - ``harmony`` (on request, see :data:`ALL_BASELINES`): ``pca_concat`` corrected for
+      ``obs[batch_key]`` with Harmony (``harmonypy`` with its defaults), what a user would
+      pick to remove batch effects; seeded by ``seed``.
 
     Parameters
     ----------
@@ -209,13 +235,16 @@ def baselines(
         baseline gets as many as they give, with a ``UserWarning`` (see
         :func:`fitted_sizes`).
     methods
-        Which of :data:`BASELINES` to compute.
+        Which of :data:`ALL_BASELINES` to compute (default :data:`BASELINES`).
     n_top_competition
         Features per modality for ``pca_competition`` (1000 in the starter kit).
     layer
         Layer with raw counts (falls back to ``X`` with a warning).
+    batch_key
+        ``obs`` column with the batch of each cell (read by ``harmony`` only).
     seed
-        Random state of the random embedding (the SVDs are exact and need none).
+        Random state of the random embedding and of Harmony (the SVDs are exact and need
+        none).
     inplace
         Write the embeddings to ``adata.obsm``.
 
@@ -223,7 +252,8 @@ def baselines(
     -------
     With ``inplace=True``: ``{method: obsm key}`` (ready to pass to
     :func:`mmae_utils.evaluation.evaluate`), having written ``adata.obsm["X_pca_concat"]``,
-    ``["X_pca_competition"]``, ``["X_gex_pca"]``, ``["X_atac_lsi"]``, ``["X_random"]``
+    ``["X_pca_competition"]``, ``["X_gex_pca"]``, ``["X_atac_lsi"]``, ``["X_random"]``,
+    ``["X_harmony"]``
     (float32, cells x ``n_comps``) for the methods asked. With ``inplace=False``:
     ``{method: array}``, and ``adata`` is not modified.
     """
@@ -238,6 +268,7 @@ def baselines(
         ),
         "gex_pca": lambda i: _pca_scores(inputs.gex(), k["gex_pca"], "gex_pca"),
         "atac_lsi": lambda i: _lsi_scores(inputs.atac(), k["atac_lsi"]),
+        "harmony": lambda i: _harmony(inputs, k["harmony"], batch_key, seed),
         "random": lambda i: (
             np.random.default_rng(seed).standard_normal((adata.n_obs, n_comps)).astype(np.float32)
         ),

@@ -23,6 +23,7 @@ import anndata as ad
 from ._utils import atomic_path, logger
 from .data import load_multiome, write_h5ad
 from .sim import (
+    ABUNDANT_MARKERS,
     BATCH_COUNTS,
     CELL_TYPE_COUNTS,
     CHROM_SIZES,
@@ -38,6 +39,7 @@ from .sim import (
     SUBGROUP,
     SUBGROUP_BIAS,
     TRAJECTORIES,
+    Mechanisms,
     cell_cycle_genes,
     synthetic_bmmc,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "BATCH_COUNTS",
     "CELL_TYPE_COUNTS",
     "CHROM_SIZES",
+    "ABUNDANT_MARKERS",
     "CYCLING",
     "HOUSEKEEPING",
     "LINEAGE",
@@ -59,8 +62,13 @@ __all__ = [
     "SUBGROUP",
     "SUBGROUP_BIAS",
     "TRAJECTORIES",
+    "Mechanisms",
     "cell_cycle_genes",
     "synthetic_bmmc",
+    # development and evaluation draws
+    "DEVELOPMENT_DRAWS",
+    "DEVELOPMENT_SEEDS",
+    "development_draw",
     # the demo and the real file
     "BMMC_FILENAME",
     "BMMC_SHA256",
@@ -72,6 +80,39 @@ __all__ = [
     "load_input",
     "save_input",
 ]
+
+
+#: The simulator draws on which configurations may be chosen (the simulator's calibration,
+#: the model's defaults, ablations): name -> :func:`synthetic_bmmc` arguments. Every other
+#: draw, :func:`demo` (seed 0) and any seed not in :data:`DEVELOPMENT_SEEDS`, is an
+#: evaluation draw: it is only ever scored, never used to choose (``benchmarks/README.md``).
+DEVELOPMENT_DRAWS: dict[str, dict] = {
+    "dev-a": {"n_cells": 5000, "n_genes": 4000, "n_peaks": 12000, "seed": 101},
+    "dev-b": {"n_cells": 5000, "n_genes": 4000, "n_peaks": 12000, "seed": 102},
+    "dev-c": {
+        "n_cells": 5000, "n_genes": 4000, "n_peaks": 12000, "seed": 103,
+        "batch_effect": 1.5, "atac_density": 0.7,
+    },
+    "dev-full": {"n_cells": 69249, "n_genes": 4000, "n_peaks": 12000, "seed": 104},
+}  # fmt: skip
+
+#: The seeds of :data:`DEVELOPMENT_DRAWS`: a draw with another seed is an evaluation draw.
+DEVELOPMENT_SEEDS: frozenset[int] = frozenset(d["seed"] for d in DEVELOPMENT_DRAWS.values())
+
+
+def development_draw(name: str, **overrides) -> ad.AnnData:
+    """The development draw ``name`` of :data:`DEVELOPMENT_DRAWS` (see there).
+
+    ``overrides`` go to :func:`synthetic_bmmc` (e.g. ``path=`` to stream the full-size
+    draw to disk, ``mechanisms=`` while calibrating); the seed cannot be overridden.
+    """
+    if name not in DEVELOPMENT_DRAWS:
+        raise ValueError(
+            f"Unknown development draw {name!r}; choose from {list(DEVELOPMENT_DRAWS)}."
+        )
+    if "seed" in overrides:
+        raise ValueError("A development draw's seed is fixed; another seed is an evaluation draw.")
+    return synthetic_bmmc(**{**DEVELOPMENT_DRAWS[name], **overrides})
 
 
 def demo(*, seed: int = 0) -> ad.AnnData:

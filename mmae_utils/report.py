@@ -211,6 +211,8 @@ def _verdict_context(metrics, a, method: str, reference: str) -> list[str]:
     ``overall`` averages, and the competition's scale."""
     import numpy as np
 
+    from .evaluation import COMPETITION_SCORES
+
     parts = []
     line = _best_single_modality(metrics, method, reference)
     if line is not None:
@@ -222,9 +224,10 @@ def _verdict_context(metrics, a, method: str, reference: str) -> list[str]:
         parts.append(
             f"Only {n} of the 6 metrics could be computed on these data, so `overall` averages {n}."
         )
+    real = ", ".join(f"{s['overall']:.3f} ({name})" for name, s in COMPETITION_SCORES.items())
     parts.append(
-        "For scale, the competition's own scores on the real data were 0.616 (PCA), 0.661 (MNN + PCA) "
-        "and 0.306 (random); synthetic data give other absolute values."
+        "For scale, the competition's in-house scores on the real data, averaged over the same "
+        f"six metrics, are {real}; other data give other absolute values."
     )
     return parts
 
@@ -550,7 +553,8 @@ def run_report(
 
     Returns
     -------
-    The report folder, holding ``NN_name.ipynb``/``.html``, ``params.json``, the notebooks'
+    The report folder, holding ``NN_name.ipynb``/``.html``, ``params.json``,
+    ``timings.json`` (seconds per notebook and the CPUs there were), the notebooks'
     outputs (``metrics.csv``, ``embeddings.h5ad``, ``model.keras``, ``figures/``...) and
     ``summary.md``.
 
@@ -577,6 +581,8 @@ def run_report(
         data = Path(data).expanduser().resolve()  # the notebooks run in `out`, not here
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     write_json(full, out / "params.json")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    timings = {"cpus": cpus, "notebooks": {}}
     for name in names:
         src = src_dir / f"{name}.ipynb"
         dst = out / f"{name}.ipynb"
@@ -600,7 +606,9 @@ def run_report(
                 f"{err.exec_count}): {err.ename}: {err.evalue}. The executed notebook with the "
                 f"traceback is {dst}; outputs of earlier notebooks in {out} are kept."
             ) from None
-        logger.info("%s done in %.0f s", name, time.perf_counter() - t0)
+        timings["notebooks"][name] = round(time.perf_counter() - t0, 1)
+        write_json(timings, out / "timings.json")
+        logger.info("%s done in %.0f s", name, timings["notebooks"][name])
         if html:
             _to_html(dst)
     write_summary(out)

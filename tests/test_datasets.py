@@ -124,9 +124,9 @@ def test_pseudotime_only_on_trajectories(small_mdata):
     # erythroid maturation increases along pseudotime
     pt = obs.groupby("cell_type", observed=True)["GEX_pseudotime_order"].mean()
     assert pt["Proerythroblast"] < pt["Erythroblast"] < pt["Normoblast"]
-    # ATAC pseudotime agrees closely with GEX pseudotime
+    # ATAC pseudotime follows the same trajectories, measured on its own (noisier, ahead)
     both = obs.loc[on, ["GEX_pseudotime_order", "ATAC_pseudotime_order"]].dropna()
-    assert both.corr().iloc[0, 1] > 0.95
+    assert 0.6 < both.corr().iloc[0, 1] < 0.95
 
 
 def test_cell_cycle_scoring_recovers_simulated_phase(small_mdata):

@@ -6,7 +6,8 @@ size (69,249 cells x 129,921 features) in bounded memory by streaming to disk. T
 constants below are the facts about the real file it reproduces.
 
 Inside the package: ``_facts`` (those facts), ``_layout``, ``_cells``, ``_genome`` and
-``_programmes`` (the parts of the design), ``_design`` (running them in order on one
+``_programmes`` (the parts of the design), ``_mechanisms`` and ``_effects`` (what makes
+the data as hard as the real file), ``_design`` (running them in order on one
 random stream), ``_counts`` (block-keyed count draws), ``_stream`` (writing to disk) and
 ``_simulate`` (the entry point).
 """
@@ -14,6 +15,7 @@ random stream), ``_counts`` (block-keyed count draws), ``_stream`` (writing to d
 from __future__ import annotations
 
 from ._facts import (
+    ABUNDANT_MARKERS,
     BATCH_COUNTS,
     CELL_TYPE_COUNTS,
     CHROM_SIZES,
@@ -31,12 +33,14 @@ from ._facts import (
     TRAJECTORIES,
     cell_cycle_genes,
 )
+from ._mechanisms import Mechanisms
 from ._simulate import synthetic_bmmc
 
 __all__ = [
     "BATCH_COUNTS",
     "CELL_TYPE_COUNTS",
     "CHROM_SIZES",
+    "ABUNDANT_MARKERS",
     "CYCLING",
     "HOUSEKEEPING",
     "LINEAGE",
@@ -49,6 +53,7 @@ __all__ = [
     "SUBGROUP",
     "SUBGROUP_BIAS",
     "TRAJECTORIES",
+    "Mechanisms",
     "cell_cycle_genes",
     "synthetic_bmmc",
 ]

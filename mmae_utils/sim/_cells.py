@@ -42,25 +42,29 @@ def assign_cells(rng, n_cells, cell_types, batches):
     return types, batch_idx
 
 
-def trajectories(rng, layout: Layout, types: np.ndarray):
+def trajectories(rng, layout: Layout, types: np.ndarray, *, lead: float = 0.0, pt_noise=0.02):
     """Place cells on the :data:`TRAJECTORIES` and move them toward their next stage.
 
     Each cell of a trajectory stage gets a position within its segment; it moves that far
     (up to 80 %) toward the next stage's centroid and shares its type membership with it,
     so the trajectory is continuous. The root (HSC) is shared: only a share of it starts
     each path. Cells off the trajectories keep their type's centroid and NaN pseudotime.
+    Chromatin runs ahead of expression: ATAC sees each cell ``lead`` (a share of a
+    segment) further along; the ATAC pseudotime is measured on its own, with noise of
+    standard deviation ``pt_noise``.
 
     Returns
     -------
-    ``(latent, membership, pt_gex, pt_atac)``: cells x k latent state (before noise), cells
-    x types soft membership, and the GEX and ATAC pseudotimes (ATAC = GEX plus a little
-    noise).
+    ``(latent, latent_atac, membership, pt_gex, pt_atac)``: cells x k latent state (before
+    noise) as GEX sees it and as ATAC sees it (the same array without a lead), cells x
+    types soft membership, and the GEX and ATAC pseudotimes.
     """
     n_cells, n_types = types.size, layout.centroids.shape[0]
     centroids, type_index = layout.centroids, layout.type_index
     membership = np.zeros((n_cells, n_types))
     membership[np.arange(n_cells), types] = 1.0
     latent = centroids[types].copy()
+    latent_atac = latent.copy() if lead > 0 else latent
     pt_gex = np.full(n_cells, np.nan)
     pt_atac = np.full(n_cells, np.nan)
     for path in TRAJECTORIES.values():
@@ -76,21 +80,27 @@ def trajectories(rng, layout: Layout, types: np.ndarray):
             f = rng.random(cells.size)  # position within this segment
             t_cells = (j + f) / m
             pt_gex[cells] = t_cells
+            f_atac = np.minimum(f + lead, 1.0)
             if j + 1 < m:  # move toward the next stage: a continuous trajectory
                 nxt = type_index[path[j + 1]]
                 w = (f * 0.8)[:, None]
                 latent[cells] = (1 - w) * latent[cells] + w * centroids[nxt]
                 membership[cells, types[cells]] = 1 - w[:, 0]
                 membership[cells, nxt] += w[:, 0]
-            pt_atac[cells] = np.clip(t_cells + rng.normal(0, 0.02, cells.size), 0, 1)
-    return latent, membership, pt_gex, pt_atac
+                if lead > 0:
+                    w = (f_atac * 0.8)[:, None]
+                    latent_atac[cells] = (1 - w) * latent_atac[cells] + w * centroids[nxt]
+            shift = (f_atac - f) / m if lead > 0 else 0.0
+            pt_atac[cells] = np.clip(t_cells + shift + rng.normal(0, pt_noise, cells.size), 0, 1)
+    return latent, latent_atac, membership, pt_gex, pt_atac
 
 
-def cell_cycle(rng, cell_types, types: np.ndarray):
+def cell_cycle(rng, cell_types, types: np.ndarray, *, share: float = 1.0):
     """A phase and a smooth intensity for S and G2/M.
 
-    A cell cycles with its type's :data:`CYCLING` fraction (others 0.05); a cycling cell's
-    position on the cycle sets its S and G2/M intensities, which overlap a little.
+    A cell cycles with its type's :data:`CYCLING` fraction (others 0.05) times ``share``
+    (at most 0.9); a cycling cell's position on the cycle sets its S and G2/M
+    intensities, which overlap a little.
 
     Returns
     -------
@@ -98,6 +108,8 @@ def cell_cycle(rng, cell_types, types: np.ndarray):
     """
     n_cells = types.size
     p_cyc = np.array([CYCLING.get(t, 0.05) for t in cell_types])[types]
+    if share != 1.0:
+        p_cyc = np.minimum(p_cyc * share, 0.9)
     cycling = rng.random(n_cells) < p_cyc
     angle = rng.random(n_cells)
     s_int = np.where(cycling, np.clip(np.sin(np.pi * np.clip(angle * 1.6, 0, 1)), 0, 1), 0.0)

@@ -24,30 +24,76 @@ def cell_chunks(n_cells: int, chunk_size: int) -> list[tuple[int, int]]:
     return list(row_ranges(n_cells, max(_BLOCK, (chunk_size // _BLOCK) * _BLOCK)))
 
 
+def _saturate(u: np.ndarray, share: float) -> np.ndarray:
+    """``(1 - share) u + share tanh(u)``: a response that saturates (``share`` 0: linear)."""
+    if share <= 0:
+        return u
+    return (1 - share) * u + share * np.tanh(u)
+
+
+def _atac_logits(d: Design, rows: slice) -> np.ndarray:
+    """Logits of accessibility for the block's cells (before the background fragments)."""
+    e = d.effects
+    la = d.atac_base + _saturate(d.z_atac[rows] @ d.atac_w.T, e.nonlinearity)
+    la += d.membership[rows] @ d.atac_markers
+    la += d.atac_batch[d.batch_codes[rows]]
+    la += d.atac_depth[rows, None].astype(np.float32)
+    if e.atac_cc is not None:
+        la += d.cc[rows] @ e.atac_cc
+    if e.atac_donor_type is not None:
+        la += e.atac_donor_type[d.batch_codes[rows] * e.n_lineages + e.lineage_codes[rows]]
+    return la
+
+
+def _gex_logits(d: Design, rows: slice, la: np.ndarray) -> np.ndarray:
+    """Log expression profile (up to a constant) of the block's cells."""
+    e = d.effects
+    z = d.z_gex[rows]
+    logit = d.gex_base + _saturate(z @ d.gex_w.T, e.nonlinearity)
+    if e.comb_w is not None:  # AND-like: two programmes together
+        pos = np.maximum(z, 0)
+        logit += e.comb_w * pos[:, e.comb_dims[:, 0]] * pos[:, e.comb_dims[:, 1]]
+    logit += d.membership[rows] @ d.gex_markers
+    logit += d.cc[rows] @ d.gex_cc
+    logit += d.gex_batch[d.batch_codes[rows]]
+    if e.gex_donor_type is not None:
+        logit += e.gex_donor_type[d.batch_codes[rows] * e.n_lineages + e.lineage_codes[rows]]
+    if e.reg_w is not None:  # expression follows the openness of the gene's linked peaks
+        openness = np.asarray(e.reg_links.T @ (1 / (1 + np.exp(-la))).T).T
+        hill = openness**2 / (e.reg_k**2 + openness**2)
+        logit += e.reg_w * (hill - 0.5)
+    return logit
+
+
+def _gex_means(d: Design, rows: slice, logit: np.ndarray) -> np.ndarray:
+    """Expected counts: the softmax profile (with ambient RNA) times the library size."""
+    e = d.effects
+    logit -= logit.max(axis=1, keepdims=True)
+    prob = np.exp(logit)
+    prob /= prob.sum(axis=1, keepdims=True)
+    if e.ambient_share is not None:
+        share = e.ambient_share[rows, None]
+        prob = (1 - share) * prob + share * e.ambient_profile
+    return prob * np.exp(d.log_lib[rows])[:, None].astype(np.float32)
+
+
 def _simulate_block(d: Design, rows: slice, rng: np.random.Generator):
     """Counts for one block of cells: (gex_counts, atac_counts) as CSR float32.
 
     GEX is negative binomial around a softmax profile times the library size; ATAC is
     Bernoulli accessibility, then fragment counts of mostly 1 and 2.
     """
-    # GEX: negative binomial (gamma-Poisson) around a softmax profile times the library size
-    logit = d.gex_base + d.z_gex[rows] @ d.gex_w.T
-    logit += d.membership[rows] @ d.gex_markers
-    logit += d.cc[rows] @ d.gex_cc
-    logit += d.gex_batch[d.batch_codes[rows]]
-    logit -= logit.max(axis=1, keepdims=True)
-    prob = np.exp(logit)
-    prob /= prob.sum(axis=1, keepdims=True)
-    mean = prob * np.exp(d.log_lib[rows])[:, None].astype(np.float32)
+    la = _atac_logits(d, rows)
+    mean = _gex_means(d, rows, _gex_logits(d, rows, la))
     theta = d.gex_theta
     lam = rng.gamma(theta, 1.0, size=mean.shape).astype(np.float32) * (mean / theta)
     gex = sp.csr_matrix(rng.poisson(lam).astype(np.float32))
-    del logit, prob, mean, lam
-    # ATAC: Bernoulli accessibility, then fragment counts (mostly 1 and 2)
-    la = d.atac_base + d.z_atac[rows] @ d.atac_w.T
-    la += d.membership[rows] @ d.atac_markers
-    la += d.atac_batch[d.batch_codes[rows]]
-    la += d.atac_depth[rows, None].astype(np.float32)
+    del mean, lam
+    bg = d.effects.atac_background
+    if bg is not None:  # fragments that fall in peaks at random lower the signal-to-noise
+        b = bg[rows, None]
+        p = (1 - b) / (1 + np.exp(-la)) + b * d.effects.background_open
+        la = (np.log(p) - np.log1p(-p)).astype(np.float32)
     u = rng.random(la.shape, dtype=np.float32)
     # u < sigmoid(la)  <=>  la > log(u / (1 - u)), computed without materialising sigmoid
     with np.errstate(divide="ignore"):
@@ -60,13 +106,15 @@ def _simulate_block(d: Design, rows: slice, rng: np.random.Generator):
     return gex, atac
 
 
-def _qc(d: Design, gex: sp.csr_matrix, atac: sp.csr_matrix, rng) -> dict:
+def _qc(d: Design, rows: slice, gex: sp.csr_matrix, atac: sp.csr_matrix, rng) -> dict:
     """The real file's per-cell QC columns: from the counts, or drawn where they need reads."""
     n_counts = np.asarray(gex.sum(axis=1)).ravel()
     mt_mask = d.var.index[: d.n_genes].str.startswith("MT-")
     mt = np.asarray(gex[:, np.flatnonzero(mt_mask)].sum(axis=1)).ravel()
     n_peak_counts = np.asarray(atac.sum(axis=1)).ravel()
-    frip = np.clip(rng.normal(0.55, 0.08, n_counts.size), 0.2, 0.9)
+    bg = d.effects.atac_background
+    centre = 0.55 if bg is None else 0.55 * (1 - bg[rows])
+    frip = np.clip(rng.normal(centre, 0.08, n_counts.size), 0.2, 0.9)
     return {
         "GEX_n_counts": n_counts.astype(np.float32),
         "GEX_n_genes": np.diff(gex.indptr).astype(np.int32),
@@ -140,7 +188,7 @@ def simulate_chunk(d: Design, start: int, stop: int, seed: int):
         g, a = _simulate_block(d, slice(b0, b1), rng)
         gex_parts.append(g)
         atac_parts.append(a)
-        qc_parts.append(_qc(d, g, a, rng))
+        qc_parts.append(_qc(d, slice(b0, b1), g, a, rng))
     gex = sp.vstack(gex_parts, format="csr")
     atac = sp.vstack(atac_parts, format="csr")
     qc = {k: np.concatenate([q[k] for q in qc_parts]) for k in qc_parts[0]}

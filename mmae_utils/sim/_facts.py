@@ -115,6 +115,19 @@ MODALITY_BIAS: dict[str, str] = {
     t: SUBGROUP_BIAS[g] for t, g in SUBGROUP.items() if g in SUBGROUP_BIAS
 }
 
+#: The T/NK states that overlap in the real data (``Mechanisms.t_cell_overlap``).
+T_STATES: tuple[str, ...] = (
+    "CD4+ T naive",
+    "CD4+ T activated",
+    "CD8+ T naive",
+    "CD8+ T",
+    "NK",
+    "ILC",
+)
+
+#: The progenitors that form a continuum in the real data (``Mechanisms.progenitor_continuum``).
+PROGENITORS: tuple[str, ...] = ("HSC", "Lymph prog", "G/M prog", "MK/E prog")
+
 #: Differentiation trajectories (as in the real file: erythroid, B cell, monocyte).
 TRAJECTORIES: dict[str, tuple[str, ...]] = {
     "erythroid": ("HSC", "MK/E prog", "Proerythroblast", "Erythroblast", "Normoblast"),
@@ -134,6 +147,10 @@ CYCLING: dict[str, float] = {
     "Plasma cell": 0.3,
     "ID2-hi myeloid prog": 0.3,
 }
+
+#: Markers that make up a large share of their cells' RNA in real data: haemoglobins in
+#: erythroblasts, LYZ and S100A8/9 in monocytes (``Mechanisms.abundant_markers``).
+ABUNDANT_MARKERS: tuple[str, ...] = ("HBB", "HBA1", "HBA2", "LYZ", "S100A8", "S100A9")
 
 #: Marker genes (real symbols) and the cell types or lineages in which they are up.
 MARKERS: dict[str, tuple[str, ...]] = {

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._facts import LINEAGE, MODALITY_BIAS, SUBGROUP
+from ._facts import LINEAGE, MODALITY_BIAS, PROGENITORS, SUBGROUP, T_STATES
+from ._mechanisms import Mechanisms
 
 # Latent program layout: lineage (shared), sub-group (shared), type-specific blocks.
 LINEAGES = ("progenitor", "erythroid", "myeloid", "dendritic", "B", "T/NK")
@@ -70,3 +71,21 @@ def modality_views(latent: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.n
     z_atac = latent.copy()
     z_atac[:, layout.s_gex] = 0.0
     return z_gex, z_atac
+
+
+def shape_types(layout: Layout, mech: Mechanisms) -> Layout:
+    """Make the cell types as subtle as the real ones (in place; returns ``layout``).
+
+    The type-specific programmes (not the lineage ones) are scaled by
+    ``mech.type_separation``; the T/NK states and the progenitors are pulled toward their
+    group's centre below the lineage level (``t_cell_overlap``, ``progenitor_continuum``).
+    """
+    c = layout.centroids
+    n_lin = len(LINEAGES)
+    c[:, layout.s_type.start :] *= mech.type_separation
+    for group, pull in ((T_STATES, mech.t_cell_overlap), (PROGENITORS, mech.progenitor_continuum)):
+        rows = [layout.type_index[t] for t in group if t in layout.type_index]
+        if pull > 0 and len(rows) > 1:
+            centre = c[rows, n_lin:].mean(axis=0)
+            c[rows, n_lin:] += pull * (centre - c[rows, n_lin:])
+    return layout

@@ -13,9 +13,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._facts import HOUSEKEEPING, MARKERS, MT_GENES, SUBGROUP, SUBGROUP_BIAS, cell_cycle_genes
+from ._facts import (
+    ABUNDANT_MARKERS,
+    HOUSEKEEPING,
+    LINEAGE,
+    MARKERS,
+    MT_GENES,
+    SUBGROUP,
+    SUBGROUP_BIAS,
+    cell_cycle_genes,
+)
 from ._genome import make_genes, make_peaks
 from ._layout import Layout
+from ._mechanisms import Mechanisms
 
 
 @dataclass
@@ -130,6 +140,47 @@ def gene_programmes(
     return GeneProgrammes(
         var_gex, gex_base, gex_w, gex_markers, atac_source, gex_cc, gex_batch, gex_theta
     )
+
+
+def _lineage_wide(markers: sp.csr_matrix, layout: Layout) -> sp.csr_matrix:
+    """1 where a type's marker is up in at least one other type of the same lineage."""
+    lineage = {i: LINEAGE[t] for t, i in layout.type_index.items()}
+    up = markers.toarray() > 0
+    wide = np.zeros_like(up)
+    for i, lin in lineage.items():
+        same = [j for j, other in lineage.items() if other == lin and j != i]
+        if same:
+            wide[i] = up[i] & up[same].any(axis=0)
+    return sp.csr_matrix(wide.astype(np.float64))
+
+
+def scale_markers(genes: GeneProgrammes, layout: Layout, mech: Mechanisms) -> None:
+    """Apply ``marker_strength``, ``type_separation`` and ``marker_background`` in place.
+
+    Markers shared within a lineage (LYZ, HBB, CD3E, MS4A1) take the full
+    ``marker_strength``. Outside its types a marker's level falls to
+    ``marker_background`` of what it was (its level in its types stays), and so does its
+    response to the latent programmes: real markers are nearly silent elsewhere. The
+    contrast of markers that tell a type from its lineage siblings (CD14 against CD16+
+    monocytes) is then scaled by ``type_separation``, as the latent type programmes are.
+    The :data:`ABUNDANT_MARKERS` gain ``abundant_markers`` in their types (GEX only).
+    """
+    wide = _lineage_wide(genes.markers, layout)
+    up = sp.csr_matrix((genes.markers > 0).astype(np.float64))
+    contrast = wide + (up - wide) * mech.type_separation
+    markers = genes.markers * mech.marker_strength
+    if mech.marker_background < 1:
+        shift = -np.log(mech.marker_background)
+        marker_genes = np.flatnonzero(np.asarray(up.sum(axis=0)).ravel() > 0)
+        genes.base[marker_genes] -= shift
+        genes.w[marker_genes] *= mech.marker_background  # or the programmes raise it elsewhere
+        markers = markers + up * shift
+    genes.markers = sp.csr_matrix(markers.multiply(contrast))
+    genes.atac_source = sp.csr_matrix(genes.atac_source.multiply(contrast * mech.marker_strength))
+    if mech.abundant_markers > 0:
+        abundant = np.isin(genes.var.index, ABUNDANT_MARKERS).astype(np.float64)
+        boost = up @ sp.diags(abundant * mech.abundant_markers)
+        genes.markers = sp.csr_matrix(genes.markers + boost)
 
 
 def peak_programmes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tqdm.auto import tqdm
 from ._counts import cell_chunks, obsm_standins, simulate_in_memory, uns_entries
 from ._design import design
 from ._facts import BATCH_COUNTS, CELL_TYPE_COUNTS
+from ._mechanisms import Mechanisms
 from ._stream import stream_to_h5ad
 
 
@@ -62,6 +64,7 @@ def synthetic_bmmc(
     modality_bias: float = 0.8,
     atac_density: float = 1.0,
     noise: float = 1.0,
+    mechanisms: Mechanisms | None = None,
     chunk_size: int = 2048,
     progress: bool | None = None,
 ) -> ad.AnnData:
@@ -118,6 +121,11 @@ def synthetic_bmmc(
         Multiplies the odds of accessibility (0.5 gives sparser ATAC).
     noise
         Scale of the within-type variation of the latent state.
+    mechanisms
+        Strengths of the mechanisms that make the data as hard as the real file (subtle
+        types, nonlinear regulation, chromatin ahead of expression, the cell cycle, batch
+        effects by lineage, capture and ambient RNA); default :class:`Mechanisms` (the
+        calibrated values); ``Mechanisms.linear()`` is the earlier linear model.
     chunk_size
         Cells simulated at a time (memory: about ``chunk_size x n_features x 8`` bytes).
     progress
@@ -154,14 +162,20 @@ def synthetic_bmmc(
         atac_density,
         noise,
     )
+    if mechanisms is None:
+        mechanisms = Mechanisms()
+    if not isinstance(mechanisms, Mechanisms):
+        raise TypeError(f"mechanisms must be a Mechanisms, got {type(mechanisms).__name__}.")
     params = dict(
         n_cells=int(n_cells), n_genes=int(n_genes), n_peaks=int(n_peaks), seed=int(seed),
         batch_effect=float(batch_effect), modality_bias=float(modality_bias),
         atac_density=float(atac_density), noise=float(noise),
+        mechanisms=dataclasses.asdict(mechanisms),
     )  # fmt: skip
     d = design(
         n_cells, n_genes, n_peaks, seed=seed, cell_types=cell_types, batches=batches,
         batch_effect=batch_effect, modality_bias=modality_bias, atac_density=atac_density, noise=noise,
+        mechanisms=mechanisms,
     )  # fmt: skip
     obsm = obsm_standins(d, np.random.default_rng(np.random.SeedSequence([seed, 3])))
     uns = uns_entries(d, params)

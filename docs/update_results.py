@@ -1,0 +1,138 @@
+"""Regenerate the README's results from a report's files, so that no number is copied by hand.
+
+    python docs/update_results.py reports/demo   # copy the report's files, rewrite the README
+    python docs/update_results.py --check        # exit 1 if the README differs from docs/results
+
+With a report folder (``make report`` on the defaults), the script copies its
+``metrics_seeds.csv``, ``params.json`` and ``timings.json`` into ``docs/results/`` and its
+figures into ``docs/``; then (and with ``--check``) it renders the README's results block,
+between the ``<!-- results:begin -->`` and ``<!-- results:end -->`` lines, from
+``docs/results/`` alone. ``tests/test_docs.py`` fails when the README and ``docs/results``
+disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from mmae_utils.evaluation import METRICS
+from mmae_utils.report import verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+FILES = ("metrics_seeds.csv", "params.json", "timings.json")
+#: Report figure -> its copy in docs/.
+FIGURES = {
+    "05_seeds.png": "report_seeds.png",
+    "05_metrics.png": "report_metrics.png",
+    "04_loss_curves.png": "report_loss_curves.png",
+}
+LABELS = {
+    "mmae": '`mmae` (the default, `"jae"` preset)',
+    "mmae_seed": '`mmae_seed` (the `"seed"` preset)',
+}
+HEADERS = {
+    "NMI": "NMI",
+    "ARI": "ARI",
+    "cell_type_ASW": "cell type ASW",
+    "cell_cycle_conservation": "cell cycle",
+    "trajectory_conservation": "trajectory",
+    "batch_ASW": "batch ASW",
+    "graph_connectivity": "graph conn.",
+    "overall": "overall",
+}
+
+
+def copy_report(report: Path) -> None:
+    """Copy the report's result files into ``docs/results`` and its figures into ``docs``."""
+    missing = [f for f in (*FILES, *(f"figures/{k}" for k in FIGURES)) if not (report / f).exists()]
+    if missing:
+        sys.exit(f"{report} lacks {missing}: pass the folder of a finished `make report`.")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copyfile(report / name, RESULTS / name)
+    for src, dst in FIGURES.items():
+        shutil.copyfile(report / "figures" / src, ROOT / "docs" / dst)
+
+
+def table(per_seed: pd.DataFrame) -> str:
+    """Markdown table: mean ± sd over seeds per method and metric."""
+    cols = [c for c in HEADERS if c in per_seed]
+    grouped = per_seed.groupby(level="method", sort=False)[cols]
+    mean, sd = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    lines = [
+        "| method | " + " | ".join(HEADERS[c] for c in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for method in mean.index:
+        cells = [f"{mean.loc[method, c]:.3f} ± {sd.loc[method, c]:.3f}" for c in cols]
+        lines.append(f"| {LABELS.get(method, f'`{method}`')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(results: Path = RESULTS) -> str:
+    """The README's results block (without the marker lines), from ``results`` alone."""
+    per_seed = pd.read_csv(results / "metrics_seeds.csv", index_col=[0, 1])
+    params = json.loads((results / "params.json").read_text())
+    timings = json.loads((results / "timings.json").read_text())
+    n_seeds = per_seed.index.get_level_values("seed").nunique()
+    minutes = sum(timings["notebooks"].values()) / 60
+    head = (
+        f"What the demo report shows (`make report` on the defaults, data `{params['DATA']}`, "
+        f"{n_seeds} seeds; mean ± sd over seeds from its `metrics_seeds.csv`; the notebooks "
+        f"ran {minutes:.1f} minutes on {timings['cpus']} CPUs):"
+    )
+    missing = [m for m in METRICS if m not in per_seed]
+    note = f"\n\nNot computed on these data: {', '.join(missing)}." if missing else ""
+    return "\n\n".join(
+        [
+            head,
+            "![scores over seeds](docs/report_seeds.png)",
+            table(per_seed) + note,
+            "Notebook 05's verdict on these numbers, word for word:",
+            "> " + verdict(per_seed),
+            "![metrics of the demo report, seed 0](docs/report_metrics.png)",
+            "![loss curves](docs/report_loss_curves.png)",
+        ]
+    )
+
+
+def rewrite(text: str, block: str) -> str:
+    """``text`` with the part between the marker lines replaced by ``block``."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise ValueError(f"README.md must hold one {BEGIN} line and one {END} line.")
+    before, rest = text.split(BEGIN)
+    _, after = rest.split(END)
+    return f"{before}{BEGIN}\n{block}\n{END}{after}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", nargs="?", type=Path, help="a finished report folder")
+    parser.add_argument("--check", action="store_true", help="only check the README")
+    args = parser.parse_args(argv)
+    if args.report is not None and not args.check:
+        copy_report(args.report)
+    text = README.read_text()
+    new = rewrite(text, render())
+    if args.check:
+        if new != text:
+            print("README.md's results differ from docs/results: run docs/update_results.py.")
+            return 1
+        return 0
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(README)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
