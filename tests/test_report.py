@@ -129,7 +129,7 @@ def test_report_scores_the_default_seeds_and_the_before_model(tiny_report):
     runs = pd.read_csv(tiny_report / "metrics_seeds.csv", index_col=[0, 1])
     assert runs.index.names == ["seed", "method"]
     n_seeds = report.REPORT_DEFAULTS["N_SEEDS"]
-    assert n_seeds == 3
+    assert n_seeds == 5
     assert sorted(runs.index.get_level_values("seed").unique()) == list(range(n_seeds))
     assert set(runs.xs(1, level="seed").index) == {
         "mmae",
