@@ -18,14 +18,27 @@ from . import pp
 from ._utils import to_csr
 from .data import feature_types, is_backed, read_counts
 
-__all__ = ["ALL_BASELINES", "BASELINES", "MAX_DIMS", "baselines", "fitted_sizes"]
+__all__ = [
+    "ALL_BASELINES",
+    "BASELINES",
+    "GUANLAB_GEX_FRACTION",
+    "MAX_DIMS",
+    "baselines",
+    "fitted_sizes",
+    "guanlab_split",
+]
 
 #: The baselines :func:`baselines` computes by default, in their default order.
 BASELINES = ("pca_concat", "pca_competition", "gex_pca", "atac_lsi", "random")
 
-#: Every baseline :func:`baselines` can compute: the defaults and ``harmony``
-#: (``pca_concat`` corrected for batch with Harmony), which needs the batch of each cell.
-ALL_BASELINES = (*BASELINES, "harmony")
+#: Every baseline :func:`baselines` can compute: the defaults, ``harmony`` (``pca_concat``
+#: corrected for batch with Harmony, which needs the batch of each cell) and ``guanlab``
+#: (the NeurIPS 2021 joint-embedding recipe of team Guanlab: per-modality truncated SVD,
+#: each cell's vector z-scored).
+ALL_BASELINES = (*BASELINES, "harmony", "guanlab")
+
+#: ``guanlab``'s share of GEX components (their submission: 38 GEX + 62 ATAC of 100).
+GUANLAB_GEX_FRACTION = 0.38
 
 #: Embeddings may have at most this many dimensions (the competition's limit).
 MAX_DIMS = 100
@@ -39,8 +52,17 @@ _NEEDS = {
     "atac_lsi": {"atac"},
     "random": set(),
     "harmony": {"gex", "atac"},
+    "guanlab": {"gex", "atac"},
 }
-_RUN_ORDER = ("random", "gex_pca", "pca_concat", "harmony", "atac_lsi", "pca_competition")
+_RUN_ORDER = (
+    "random",
+    "gex_pca",
+    "pca_concat",
+    "harmony",
+    "guanlab",
+    "atac_lsi",
+    "pca_competition",
+)
 
 
 def _owned_counts(adata: ad.AnnData, name: str, layer: str) -> sp.csr_matrix:
@@ -123,6 +145,34 @@ def _harmony(inputs: _Inputs, sizes: tuple[int, int], batch_key: str, seed: int)
     return (z if z.shape == x.shape else z.T).astype(np.float32)
 
 
+def guanlab_split(n_comps: int) -> tuple[int, int]:
+    """``guanlab``'s ``(GEX, ATAC)`` components for an ``n_comps``-dimensional embedding:
+    ``round(0.38 n_comps)`` GEX (half up; at least 2 each, so that z-scoring a cell's block
+    has a spread to divide by) and the rest ATAC: ``(38, 62)`` for 100, ``(8, 12)`` for 20.
+    """
+    n_comps = int(n_comps)
+    if n_comps < 4:
+        raise ValueError(
+            f"guanlab needs n_comps >= 4 (at least 2 components per modality to z-score "
+            f"per cell), got {n_comps}."
+        )
+    n_gex = int(np.floor(GUANLAB_GEX_FRACTION * n_comps + 0.5))
+    n_gex = min(max(n_gex, 2), n_comps - 2)
+    return n_gex, n_comps - n_gex
+
+
+def _guanlab(inputs: _Inputs, n_gex: int, n_atac: int) -> np.ndarray:
+    """Truncated SVD of each modality's input, each cell's block z-scored, concatenated."""
+    if min(n_gex, n_atac) < 2:
+        raise ValueError(
+            f"guanlab: the data give {n_gex} GEX and {n_atac} ATAC components; z-scoring a "
+            "cell's block needs at least 2 of each. Select more features, or leave out guanlab."
+        )
+    g = pp.truncated_svd(inputs.gex(), n_gex, what="guanlab (GEX part)")[0]
+    a = pp.truncated_svd(inputs.atac(), n_atac, what="guanlab (ATAC part)")[0]
+    return np.hstack([pp.zscore_rows(g), pp.zscore_rows(a)]).astype(np.float32)
+
+
 def fitted_sizes(
     adata: ad.AnnData, methods: Sequence[str], n_comps: int, n_top_competition: int = 1000
 ) -> dict[str, int | tuple[int, int]]:
@@ -149,6 +199,9 @@ def fitted_sizes(
         "random": n_comps,
     }
     limits["harmony"] = limits["pca_concat"]  # pca_concat, corrected for batch
+    if "guanlab" in methods:  # an uncentred SVD: capped as a PCA, to be safe
+        g_split, a_split = guanlab_split(n_comps)
+        limits["guanlab"] = (min(g_split, pca(n_gex)), min(a_split, pca(n_atac)))
     sizes = {m: limits[m] for m in methods}
     short = {m: sum(k) if isinstance(k, tuple) else k for m, k in sizes.items()}
     short = {m: k for m, k in short.items() if k < n_comps}
@@ -224,6 +277,13 @@ def baselines(
     - ``harmony`` (on request, see :data:`ALL_BASELINES`): ``pca_concat`` corrected for
       ``obs[batch_key]`` with Harmony (``harmonypy`` with its defaults), what a user would
       pick to remove batch effects; seeded by ``seed``.
+    - ``guanlab`` (on request): the joint-embedding recipe of team Guanlab in the NeurIPS
+      2021 competition (38 GEX + 62 ATAC truncated-SVD components of their 100,
+      :data:`GUANLAB_GEX_FRACTION`): an uncentred truncated SVD of each modality's input
+      above (log-normalised GEX; binarised ATAC, no TF-IDF), ``round(0.38 n_comps)`` GEX
+      components and the rest ATAC (:func:`guanlab_split`), each cell's vector of each
+      modality z-scored across its components, the two concatenated. The SVD is exact,
+      so ``seed`` does not change it.
 
     Parameters
     ----------
@@ -253,7 +313,7 @@ def baselines(
     With ``inplace=True``: ``{method: obsm key}`` (ready to pass to
     :func:`mmae_utils.evaluation.evaluate`), having written ``adata.obsm["X_pca_concat"]``,
     ``["X_pca_competition"]``, ``["X_gex_pca"]``, ``["X_atac_lsi"]``, ``["X_random"]``,
-    ``["X_harmony"]``
+    ``["X_harmony"]``, ``["X_guanlab"]``
     (float32, cells x ``n_comps``) for the methods asked. With ``inplace=False``:
     ``{method: array}``, and ``adata`` is not modified.
     """
@@ -269,6 +329,7 @@ def baselines(
         "gex_pca": lambda i: _pca_scores(inputs.gex(), k["gex_pca"], "gex_pca"),
         "atac_lsi": lambda i: _lsi_scores(inputs.atac(), k["atac_lsi"]),
         "harmony": lambda i: _harmony(inputs, k["harmony"], batch_key, seed),
+        "guanlab": lambda i: _guanlab(inputs, *k["guanlab"]),
         "random": lambda i: (
             np.random.default_rng(seed).standard_normal((adata.n_obs, n_comps)).astype(np.float32)
         ),

@@ -513,9 +513,18 @@ def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_difference(
-    table: pd.DataFrame, *, method: str = "mmae", reference: str = "pca_concat"
+    table: pd.DataFrame,
+    *,
+    method: str = "mmae",
+    reference: str = "pca_concat",
+    confidence: float = 0.95,
 ) -> pd.DataFrame:
-    """``method`` minus ``reference``, paired by seed: mean and spread of the difference.
+    """``method`` minus ``reference``, paired by seed: mean, spread and confidence interval.
+
+    The interval is Student's t interval of the mean paired difference: ``mean +-
+    t_{(1 + confidence) / 2, n - 1} * sd / sqrt(n)`` over the ``n`` seeds where both
+    methods have the score (``scipy.stats.t``). It treats the seeds as independent draws
+    of the whole run; it says how sure the mean difference is, not how much one run varies.
 
     Parameters
     ----------
@@ -523,29 +532,52 @@ def seed_difference(
         Scores indexed by ``(seed, method)``.
     method, reference
         The two methods to compare (both must be scored for every seed used).
+    confidence
+        Coverage of the interval, strictly between 0 and 1 (default 95 %).
 
     Returns
     -------
     ``pandas.DataFrame`` indexed by score (:data:`COLUMNS` without ``n_metrics``) with
-    columns ``mean``, ``sd`` (sample standard deviation over seeds, NaN with one seed),
-    ``min``, ``max`` and ``n_seeds``.
+    columns ``mean``, ``sd`` (sample standard deviation over seeds), ``ci_low``,
+    ``ci_high`` (the interval; NaN, like ``sd``, with fewer than 2 seeds), ``min``,
+    ``max`` and ``n_seeds`` (seeds where both methods have the score).
     """
-    table = _per_seed(table)
-    methods = table.index.get_level_values("method")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}.")
+    diff = _paired_differences(_per_seed(table), method, reference)
+    n = diff.count()
+    mean, sd = diff.mean(), diff.std(ddof=1)
+    half = _t_quantile(confidence, n) * sd / np.sqrt(n.where(n > 0))
+    return pd.DataFrame(
+        {
+            "mean": mean,
+            "sd": sd,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+            "min": diff.min(),
+            "max": diff.max(),
+            "n_seeds": n.astype(int),
+        }
+    )
+
+
+def _paired_differences(table: pd.DataFrame, method: str, reference: str) -> pd.DataFrame:
+    """Per seed (rows) and score (columns): ``method``'s score minus ``reference``'s."""
+    methods = set(table.index.get_level_values("method"))
     for name in (method, reference):
-        if name not in set(methods):
-            raise KeyError(f"{name!r} is not in the table (methods: {sorted(set(methods))}).")
+        if name not in methods:
+            raise KeyError(f"{name!r} is not in the table (methods: {sorted(methods)}).")
     cols = [c for c in _SCORE_COLUMNS if c in table]
     a = table.xs(method, level="method")[cols]
     b = table.xs(reference, level="method")[cols]
     seeds = a.index.intersection(b.index)
-    diff = a.loc[seeds] - b.loc[seeds]
-    return pd.DataFrame(
-        {
-            "mean": diff.mean(),
-            "sd": diff.std(ddof=1),
-            "min": diff.min(),
-            "max": diff.max(),
-            "n_seeds": len(seeds),
-        }
-    )
+    return a.loc[seeds] - b.loc[seeds]
+
+
+def _t_quantile(confidence: float, n: pd.Series) -> pd.Series:
+    """Student's t quantile ``(1 + confidence) / 2`` with ``n - 1`` degrees of freedom
+    (NaN where ``n < 2``)."""
+    from scipy import stats
+
+    dof = (n - 1).where(n > 1)
+    return pd.Series(stats.t.ppf(0.5 + confidence / 2, dof), index=n.index)

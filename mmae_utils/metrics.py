@@ -30,7 +30,9 @@ function, it is either exact (same number up to floating-point rounding, tested 
   coarse-to-fine search found the full sweep's optimum in 19 of 20 cases (otherwise 0.013
   lower) and igraph's NMI differed from ``leidenalg``'s by at most 0.024; the tests bound
   these differences at 0.02 and 0.05. (The competition itself used Louvain, ``scib``'s
-  deprecated ``opt_louvain``, on the same 20 resolutions.)
+  deprecated ``opt_louvain``, on the same 20 resolutions; ``benchmarks/bench_clustering.py``,
+  one embedding at 5,000 and 20,000 cells: the default's NMI was within 0.009 of
+  ``leidenalg``'s full sweep and within 0.016 of Louvain's, higher than Louvain's at both.)
 """
 
 from __future__ import annotations

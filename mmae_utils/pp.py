@@ -29,10 +29,12 @@ __all__ = [
     "svd",
     "max_components",
     "pca",
+    "truncated_svd",
     "lsi",
     "block_scale_factor",
     "block_scaled",
     "top_sd",
+    "zscore_rows",
 ]
 
 
@@ -271,6 +273,20 @@ def pca(x, n_comps: int, *, what: str = "PCA"):
     return svd(x, n_comps, center=True)
 
 
+def truncated_svd(x, n_comps: int, *, what: str = "truncated SVD"):
+    """Uncentred truncated SVD of ``x`` (what ``sklearn.decomposition.TruncatedSVD`` fits,
+    here exact) through :func:`svd`.
+
+    Returns
+    -------
+    ``(scores, components)``: ``U * S`` (float64, cells x ``n_comps``) and ``V^T``
+    (``n_comps`` x features), each component signed as :func:`svd` signs it.
+    """
+    _check_components(n_comps, x.shape, what)
+    scores, comps, _ = svd(x, n_comps)
+    return scores, comps
+
+
 def lsi(x_bin, n_comps: int, *, what: str = "ATAC LSI"):
     """LSI: TF-IDF, :func:`svd` with ``n_comps + 1`` components, the first (depth) dropped.
 
@@ -286,7 +302,7 @@ def lsi(x_bin, n_comps: int, *, what: str = "ATAC LSI"):
 
 
 # --------------------------------------------------------------------------------------
-# Block scaling
+# Block scaling, per-cell z-scores
 # --------------------------------------------------------------------------------------
 
 
@@ -308,6 +324,15 @@ def block_scale_factor(
 def block_scaled(x: np.ndarray) -> np.ndarray:
     """``x`` times its :func:`block_scale_factor` (total variance 1), float32."""
     return (x * block_scale_factor(x)).astype(np.float32)
+
+
+def zscore_rows(x: np.ndarray) -> np.ndarray:
+    """Each row (cell) centred and divided by its standard deviation across its columns
+    (``ddof=0``), float64; a row without spread becomes zeros."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=1, keepdims=True)
+    sd = np.sqrt((centred**2).mean(axis=1, keepdims=True))
+    return np.divide(centred, sd, out=np.zeros_like(centred), where=sd > 0)
 
 
 def top_sd(x: sp.csr_matrix, n_top: int) -> sp.csr_matrix:

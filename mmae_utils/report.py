@@ -28,6 +28,7 @@ __all__ = [
     "NOTEBOOKS",
     "REPORT_DEFAULTS",
     "ReportError",
+    "interval_call",
     "load_params_file",
     "main",
     "notebook_parameters",
@@ -52,8 +53,9 @@ NOTEBOOKS: tuple[str, ...] = (
 
 
 #: Parameters whose report default differs from the notebook's (the notebooks keep the
-#: quick value for interactive use and for the tests).
-REPORT_DEFAULTS: dict = {"N_SEEDS": 3}
+#: quick value for interactive use and for the tests). 5 seeds: the verdict's 95 % t
+#: interval is mean +- 2.78 sd / sqrt(5) (with 3 seeds +- 4.30 sd / sqrt(3), 2.0x as wide).
+REPORT_DEFAULTS: dict = {"N_SEEDS": 5}
 
 
 class ReportError(RuntimeError):
@@ -140,46 +142,90 @@ def _failed_cell(ipynb: Path) -> str:
     return "an unknown cell"
 
 
-def _seed_spread(per_seed, method: str, reference: str) -> tuple[int, dict]:
-    """Number of seeds and, with more than one, the sd over seeds of each metric's paired
-    difference ``method - reference`` (what a difference must exceed to count)."""
+#: The single-run rule (one seed, no interval): a metric counts as won or lost only when it
+#: differs by more than this (``overall``: by more than ``verdict``'s ``tie``).
+_SINGLE_RUN_MARGIN = 0.005
+
+
+def _seed_intervals(per_seed, method: str, reference: str, confidence: float):
+    """:func:`~mmae_utils.evaluation.seed_difference` of the two methods, or ``None`` for a
+    single run (one table, or one seed: no interval)."""
     if per_seed is None:
-        return 1, {}
+        return None
     from .evaluation import seed_difference
 
-    d = seed_difference(per_seed, method=method, reference=reference)
-    n_seeds = int(d["n_seeds"].iloc[0])
-    return n_seeds, d["sd"].to_dict() if n_seeds > 1 else {}
+    d = seed_difference(per_seed, method=method, reference=reference, confidence=confidence)
+    return d if int(d["n_seeds"].max()) > 1 else None
 
 
-def _verdict_head(a, b, method: str, reference: str, *, tie: float, n_seeds: int, sd: dict) -> str:
-    """The bold first sentence: win, tie or loss on ``overall``, with both scores and the
-    difference (with its spread over seeds when there are several)."""
-    diff = a["overall"] - b["overall"]
-    spread = f" ± {sd['overall']:.3f} (sd over {n_seeds} seeds)" if n_seeds > 1 else ""
-    scores = f"{a['overall']:.3f} vs {b['overall']:.3f}, {diff:+.3f}{spread}"
-    if n_seeds > 1:
-        scores = f"mean over {n_seeds} seeds: " + scores
-    if abs(diff) < max(tie, sd.get("overall", 0.0)):
-        return f"**`{method}` and `{reference}` tie overall** ({scores})."
-    if diff > 0:
-        return f"**`{method}` beats `{reference}` overall** ({scores})."
-    return f"**`{method}` does not beat `{reference}` overall** ({scores})."
+def interval_call(ci_low: float, ci_high: float) -> str:
+    """``"better"`` when a difference's interval lies above 0, ``"worse"`` below, else
+    ``"tie"`` (also when there is no interval: NaN bounds)."""
+    if ci_low > 0:  # False for NaN
+        return "better"
+    if ci_high < 0:
+        return "worse"
+    return "tie"
 
 
-def _won_and_lost(a, b, cols: list[str], sd: dict) -> str:
-    """The sentence naming the metrics ``a`` wins and loses on: by more than 0.005 and than
-    the spread over seeds."""
-    import numpy as np
+def _interval_text(row, confidence: float, *, n_all: int | None = None) -> str:
+    """``+0.012 (95% CI +0.004 to +0.020, 5 seeds)`` for a row of ``seed_difference``;
+    the number of seeds is left out when it is ``n_all`` (stated once elsewhere)."""
+    n = int(row["n_seeds"])
+    if n < 2:
+        return f"{row['mean']:+.3f} ({n} seed, no interval)"
+    seeds = "" if n == n_all else f", {n} seeds"
+    return (
+        f"{row['mean']:+.3f} ({confidence:.0%} CI {row['ci_low']:+.3f} to "
+        f"{row['ci_high']:+.3f}{seeds})"
+    )
 
-    def margin(c):  # a difference within the spread over seeds is not a win or a loss
-        return max(0.005, sd.get(c, 0.0) if np.isfinite(sd.get(c, 0.0)) else 0.0)
 
-    won = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] > margin(c)]
-    lost = [f"{c} ({a[c] - b[c]:+.3f})" for c in cols if a[c] - b[c] < -margin(c)]
+def _verdict_head(a, b, method: str, reference: str, *, tie: float, d, confidence: float) -> str:
+    """The bold first sentence: win, tie or loss on ``overall``. Over seeds: by the
+    interval of the paired difference (``d``); a single run: by the ``tie`` threshold."""
+    means = f"{a['overall']:.3f} vs {b['overall']:.3f}"
+    if d is None:
+        diff = a["overall"] - b["overall"]
+        call = "tie" if abs(diff) < tie else "better" if diff > 0 else "worse"
+        detail = (
+            f" in a single run** ({means}, {diff:+.3f}; one seed gives no confidence interval, "
+            f"so differences under {tie} are called a tie and a larger one may still be noise)."
+        )
+    else:
+        row = d.loc["overall"]
+        call = interval_call(row["ci_low"], row["ci_high"])
+        includes = "; the interval includes 0" if call == "tie" else ""
+        detail = (
+            f"**: overall {_interval_text(row, confidence)}{includes}; "
+            f"means {means} over {int(row['n_seeds'])} seeds."
+        )
+    subject = {
+        "better": f"**`{method}` beats `{reference}` overall",
+        "tie": f"**`{method}` and `{reference}` tie overall",
+        "worse": f"**`{method}` is worse than `{reference}` overall",
+    }[call]
+    return subject + detail
+
+
+def _won_and_lost(a, b, cols: list[str], d, confidence: float) -> str:
+    """The sentence naming the metrics ``a`` is better and worse on: over seeds, those whose
+    interval excludes 0; in a single run, those differing by more than 0.005."""
+    if d is None:
+        diffs = {c: a[c] - b[c] for c in cols}
+        won = [f"{c} ({v:+.3f})" for c, v in diffs.items() if v > _SINGLE_RUN_MARGIN]
+        lost = [f"{c} ({v:+.3f})" for c, v in diffs.items() if v < -_SINGLE_RUN_MARGIN]
+        rule = f"by more than {_SINGLE_RUN_MARGIN} in this single run"
+    else:
+        n_all = int(d.loc["overall", "n_seeds"]) if "overall" in d.index else None
+        calls = {c: interval_call(d.loc[c, "ci_low"], d.loc[c, "ci_high"]) for c in cols}
+        text = {c: f"{c} {_interval_text(d.loc[c], confidence, n_all=n_all)}" for c in cols}
+        won = [text[c] for c in cols if calls[c] == "better"]
+        lost = [text[c] for c in cols if calls[c] == "worse"]
+        rule = f"where the {confidence:.0%} interval excludes 0; the other metrics tie"
     return (
         f"It is better on {', '.join(won) if won else 'no metric'}"
-        f" and worse on {', '.join(lost) if lost else 'no metric'}."
+        f" and worse on {', '.join(lost) if lost else 'no metric'} ({rule})."
     )
 
 
@@ -238,21 +284,30 @@ def verdict(
     method: str = "mmae",
     reference: str = "pca_concat",
     tie: float = 0.01,
+    confidence: float = 0.95,
     context: bool = True,
 ) -> str:
     """A Markdown paragraph, computed from a metrics table, answering "does ``method`` beat ``reference``?".
 
+    Over several seeds the answer is statistical: each score's difference ``method -
+    reference`` is paired by seed, and ``method`` is called better (or worse) on a score
+    only when the Student-t confidence interval of the mean difference
+    (:func:`mmae_utils.evaluation.seed_difference`) lies above (or below) 0; otherwise the
+    two tie on it. The text states the interval, e.g. ``overall +0.012 (95% CI +0.004 to
+    +0.020, 5 seeds)``. One seed gives no interval: the text says it is a single run and
+    falls back to thresholds (``tie`` for ``overall``, 0.005 for each metric).
+
     Parameters
     ----------
     metrics
-        :func:`mmae_utils.evaluation.evaluate`'s table (methods as rows), or the scores
-        of several seeds indexed by ``(seed, method)`` (:func:`replicate`): then means
-        are compared, with the spread over seeds of the paired differences.
+        :func:`mmae_utils.evaluation.evaluate`'s table (methods as rows: a single run), or
+        the scores of several seeds indexed by ``(seed, method)`` (:func:`replicate`).
     method, reference
         Rows to compare.
     tie
-        Differences of ``overall`` smaller than this (or, with several seeds, than the
-        standard deviation of the difference) are called a tie.
+        A single run only: differences of ``overall`` smaller than this are called a tie.
+    confidence
+        Coverage of the intervals over seeds (default 95 %).
     context
         Add how both compare with each modality alone, the random floor and the
         competition's scale (off to compare two variants of one method).
@@ -275,12 +330,12 @@ def verdict(
         missing = [m for m in (method, reference) if m not in metrics.index]
         return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
     a, b = metrics.loc[method], metrics.loc[reference]
-    n_seeds, sd = _seed_spread(per_seed, method, reference)
-    parts = [_verdict_head(a, b, method, reference, tie=tie, n_seeds=n_seeds, sd=sd)]
+    d = _seed_intervals(per_seed, method, reference, confidence)
+    parts = [_verdict_head(a, b, method, reference, tie=tie, d=d, confidence=confidence)]
     cols = [
         c for c in (*METRICS, "ARI") if c in metrics and np.isfinite(a[c]) and np.isfinite(b[c])
     ]
-    parts.append(_won_and_lost(a, b, cols, sd))
+    parts.append(_won_and_lost(a, b, cols, d, confidence))
     if not context:
         return " ".join(parts)
     parts += _verdict_context(metrics, a, method, reference)
@@ -309,8 +364,37 @@ def training_summary(history, *, model=None) -> str:
     )
 
 
+def _difference_table(per_seed, method: str, reference: str) -> list[str]:
+    """Markdown lines: each score's seed-paired difference, its 95 % interval and the call
+    (empty when a method is missing or there is one seed only)."""
+    from .evaluation import seed_difference
+
+    methods = set(per_seed.index.get_level_values("method"))
+    if not {method, reference} <= methods:
+        return []
+    d = seed_difference(per_seed, method=method, reference=reference).dropna(subset=["mean"])
+    if d.empty or int(d["n_seeds"].max()) < 2:
+        return []
+    lines = [
+        f"`{method}` - `{reference}`, paired by seed (95% Student-t interval of the mean; "
+        "better or worse only where it excludes 0):",
+        "",
+        "| score | difference | 95% CI | seeds | call |",
+        "|---|---|---|---|---|",
+    ]
+    for score, r in d.iterrows():
+        ci = f"{r['ci_low']:+.3f} to {r['ci_high']:+.3f}" if int(r["n_seeds"]) > 1 else "none"
+        call = interval_call(r["ci_low"], r["ci_high"])
+        lines.append(f"| {score} | {r['mean']:+.3f} | {ci} | {int(r['n_seeds'])} | {call} |")
+    return [*lines, ""]
+
+
 def write_summary(out: Path) -> Path | None:
     """Write ``summary.md`` from ``metrics.csv``: which method won on which metric.
+
+    With ``metrics_seeds.csv`` (several seeds) the verdict ``mmae`` vs ``pca_concat`` is
+    drawn from the seed-paired differences and their 95 % intervals (:func:`verdict`), and
+    a table lists every score's difference, interval and call.
 
     Returns
     -------
@@ -338,19 +422,26 @@ def write_summary(out: Path) -> Path | None:
         lines += [f"**Best overall (seed run): `{order.index[0]}`** ({order.iloc[0]:.3f}).", ""]
         if {"mmae", "pca_concat"} <= set(df.index):
             lines += [verdict(df if per_seed is None else per_seed), ""]
-    lines.append("| metric | best method | score |")
-    lines.append("|---|---|---|")
+    if per_seed is not None:
+        lines += _difference_table(per_seed, "mmae", "pca_concat")
+    lines += _best_table(numeric)
+    lines += ["", "Full table: `metrics.csv`; notebooks: `*.html`; figures: `figures/`."]
+    path = out / "summary.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _best_table(numeric) -> list[str]:
+    """Markdown lines: the best method and its score per metric (seed run)."""
+    lines = ["| metric | best method | score |", "|---|---|---|"]
     for col in numeric.columns:
         series = numeric[col].dropna()
         if series.empty:
             lines.append(f"| {col} | (not computed) | |")
             continue
         lines.append(f"| {col} | `{series.idxmax()}` | {series.max():.3f} |")
-    lines += ["", "Full table: `metrics.csv`; notebooks: `*.html`; figures: `figures/`."]
-    path = out / "summary.md"
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return path
+    return lines
 
 
 def write_json(obj, path: str | os.PathLike) -> Path:
@@ -541,7 +632,7 @@ def run_report(
         Report folder (created; it is also the notebooks' ``RUN_DIR``).
     params
         Notebook parameters (UPPER_CASE names, see each notebook's ``parameters`` cell).
-        :data:`REPORT_DEFAULTS` apply to those not given (3 seeds for notebook 05).
+        :data:`REPORT_DEFAULTS` apply to those not given (5 seeds for notebook 05).
     notebooks
         Subset of :data:`NOTEBOOKS` to run (default all, in order).
     html

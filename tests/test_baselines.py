@@ -138,3 +138,74 @@ def test_more_components_than_the_data_give_adapts_with_a_warning(small_mdata):
             "gex_pca": 20,
             "pca_concat": (10, 10),
         }
+
+
+def _signed_svd_scores(x: np.ndarray, n: int) -> np.ndarray:
+    """Uncentred SVD scores by numpy, each component signed as pp.svd signs it (its largest
+    absolute loading positive)."""
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    signs = np.sign(vt[np.arange(n), np.argmax(np.abs(vt[:n]), axis=1)])
+    return u[:, :n] * s[:n] * signs
+
+
+def test_guanlab_split_follows_n_comps():
+    assert bl.guanlab_split(100) == (38, 62)  # their submission
+    assert bl.guanlab_split(20) == (8, 12)  # round(7.6)
+    assert bl.guanlab_split(10) == (4, 6)
+    assert bl.guanlab_split(25) == (10, 15)  # 9.5 rounds half up
+    assert bl.guanlab_split(4) == (2, 2)  # at least 2 per modality
+    with pytest.raises(ValueError, match="guanlab needs n_comps >= 4"):
+        bl.guanlab_split(3)
+
+
+@pytest.mark.parametrize("n_comps", [10, 20])
+def test_guanlab_is_per_cell_zscored_truncated_svd(small_mdata, n_comps):
+    from mmae_utils.data import split_modalities
+    from mmae_utils.pp import binarized, log_normalized
+
+    adata = small_mdata.copy()
+    x = bl.baselines(adata, n_comps=n_comps, methods=["guanlab"], seed=3, inplace=False)
+    emb = x["guanlab"]
+    assert emb.shape == (adata.n_obs, n_comps) and emb.dtype == np.float32
+    n_gex = round(0.38 * n_comps)
+    blocks = {"GEX": emb[:, :n_gex], "ATAC": emb[:, n_gex:]}
+    for block in blocks.values():  # every cell's block: mean 0, sd 1 across its components
+        np.testing.assert_allclose(block.mean(axis=1), 0, atol=1e-5)
+        np.testing.assert_allclose(block.std(axis=1), 1, atol=1e-5)
+    # each block is the (uncentred) truncated SVD of pca_concat's inputs, z-scored per cell
+    gex, atac = split_modalities(adata)
+    inputs = {"GEX": log_normalized(gex), "ATAC": binarized(atac)}
+    for name, n in (("GEX", n_gex), ("ATAC", n_comps - n_gex)):
+        ref = _signed_svd_scores(inputs[name].toarray().astype(np.float64), n)
+        ref = (ref - ref.mean(axis=1, keepdims=True)) / ref.std(axis=1, keepdims=True)
+        np.testing.assert_allclose(blocks[name], ref, atol=2e-3)
+
+
+def test_guanlab_deterministic_and_not_pca_concat(small_mdata):
+    adata = small_mdata.copy()
+    keys = bl.baselines(adata, n_comps=10, methods=["guanlab", "pca_concat"], seed=1)
+    assert keys == {"guanlab": "X_guanlab", "pca_concat": "X_pca_concat"}
+    first = adata.obsm["X_guanlab"]
+    again = bl.baselines(adata.copy(), n_comps=10, methods=["guanlab"], seed=1, inplace=False)
+    np.testing.assert_array_equal(again["guanlab"], first)  # same seed, same embedding
+    other = bl.baselines(adata.copy(), n_comps=10, methods=["guanlab"], seed=2, inplace=False)
+    np.testing.assert_array_equal(other["guanlab"], first)  # exact SVD: no seed enters
+    pc = adata.obsm["X_pca_concat"]
+    assert first.shape == pc.shape and not np.allclose(first, pc, atol=1e-2)
+    assert np.abs(pc[:, :4].mean(axis=1)).max() > 1e-2  # pca_concat is not z-scored per cell
+    # the same whichever methods are computed with it (inputs freed early)
+    alone = bl.baselines(adata, n_comps=10, methods=["guanlab"], inplace=False)["guanlab"]
+    np.testing.assert_allclose(alone, first, rtol=1e-5, atol=1e-5)
+
+
+def test_guanlab_sizes_and_errors(small_mdata):
+    gex = np.flatnonzero(small_mdata.var["feature_types"] == "GEX")[:5]
+    atac = np.flatnonzero(small_mdata.var["feature_types"] == "ATAC")[:200]
+    adata = small_mdata[:, np.r_[gex, atac]].copy()
+    with pytest.warns(UserWarning, match="guanlab has 17"):
+        assert bl.fitted_sizes(adata, ["guanlab"], 20) == {"guanlab": (5, 12)}  # 5 genes only
+    with pytest.raises(ValueError, match="guanlab needs n_comps >= 4"):
+        bl.baselines(adata, n_comps=3, methods=["guanlab"])
+    one_gene = small_mdata[:, np.r_[gex[:1], atac]].copy()
+    with pytest.raises(ValueError, match="needs at least 2 of each"), pytest.warns(UserWarning):
+        bl.baselines(one_gene, n_comps=10, methods=["guanlab"])

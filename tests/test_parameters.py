@@ -47,7 +47,7 @@ FREE = (
 #: The tiny dataset: 150 cells x (300 genes + 500 peaks).
 CELLS, GENES, PEAKS = 150, 300, 500
 
-#: The report runs 3 seeds by default (REPORT_DEFAULTS); one is enough here but in one chain.
+#: The report runs 5 seeds by default (REPORT_DEFAULTS); one is enough here but in one chain.
 QUICK = {"EPOCHS": 2, "BATCH_SIZE": 32, "HIDDEN": [16], "N_SEEDS": 1}
 
 #: Three chains; each sets many non-default values at once.

@@ -125,10 +125,12 @@ def test_parse_value_is_yaml():
     assert report._parse_value("null") is None
 
 
-def test_report_scores_three_seeds_and_the_before_model(tiny_report):
+def test_report_scores_the_default_seeds_and_the_before_model(tiny_report):
     runs = pd.read_csv(tiny_report / "metrics_seeds.csv", index_col=[0, 1])
     assert runs.index.names == ["seed", "method"]
-    assert sorted(runs.index.get_level_values("seed").unique()) == [0, 1, 2]  # REPORT_DEFAULTS
+    n_seeds = report.REPORT_DEFAULTS["N_SEEDS"]
+    assert n_seeds == 5
+    assert sorted(runs.index.get_level_values("seed").unique()) == list(range(n_seeds))
     assert set(runs.xs(1, level="seed").index) == {
         "mmae",
         "mmae_seed",
@@ -143,7 +145,8 @@ def test_report_scores_three_seeds_and_the_before_model(tiny_report):
     )
     # other seeds really are other runs
     assert not runs.xs(1, level="seed").loc["mmae"].equals(runs.xs(0, level="seed").loc["mmae"])
-    assert "mean over 3 seeds" in (tiny_report / "summary.md").read_text()
+    summary = (tiny_report / "summary.md").read_text()
+    assert f"{n_seeds} seeds" in summary and "95% CI" in summary and "| overall |" in summary
     assert (tiny_report / "figures" / "05_seeds.png").exists()
     options = json.loads((tiny_report / "train_options.json").read_text())
     assert options["epochs"] == 2 and options["batch_size"] == 64
@@ -162,6 +165,23 @@ def _seed_table(values: dict[str, list[float]]) -> pd.DataFrame:
     return df
 
 
+def _t_interval(diffs, confidence=0.95) -> tuple[float, float]:
+    """The Student-t interval of the mean of ``diffs``, computed here with scipy."""
+    from scipy import stats
+
+    diffs = np.asarray(diffs, dtype=float)
+    n = diffs.size
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * diffs.std(ddof=1) / np.sqrt(n)
+    return diffs.mean() - half, diffs.mean() + half
+
+
+def _paired(table: pd.DataFrame, score: str, method="mmae", reference="pca_concat"):
+    """Per-seed differences ``method - reference`` of one score, read from the table."""
+    return (
+        table.xs(method, level="method")[score] - table.xs(reference, level="method")[score]
+    ).to_numpy()
+
+
 def test_aggregate_and_difference_over_seeds():
     from mmae_utils.evaluation import aggregate_seeds, seed_difference
 
@@ -175,23 +195,109 @@ def test_aggregate_and_difference_over_seeds():
     assert diff.loc["overall", "mean"] == pytest.approx(0.02)
     assert diff.loc["overall", "sd"] == pytest.approx(np.std([0.01, 0.04, 0.01], ddof=1))
     assert diff.loc["NMI", "min"] == pytest.approx(0.01) and diff.loc["NMI", "n_seeds"] == 3
+    # the Student-t interval, against scipy on the table's own differences
+    low, high = _t_interval(_paired(runs, "overall"))
+    assert diff.loc["overall", "ci_low"] == pytest.approx(low)
+    assert diff.loc["overall", "ci_high"] == pytest.approx(high)
+    wider = seed_difference(runs, confidence=0.99)
+    assert wider.loc["overall", "ci_low"] < low and wider.loc["overall", "ci_high"] > high
     with pytest.raises(KeyError, match="'umap' is not in the table"):
         seed_difference(runs, reference="umap")
+    with pytest.raises(ValueError, match="confidence must be strictly between 0 and 1"):
+        seed_difference(runs, confidence=95)
     with pytest.raises(ValueError, match="indexed by \\(seed, method\\)"):
         aggregate_seeds(runs.droplevel("seed"))
 
 
-def test_verdict_over_seeds_uses_the_spread():
-    clear = _seed_table({"mmae": [0.85, 0.86, 0.87], "pca_concat": [0.80, 0.81, 0.82]})
+def test_seed_difference_without_an_interval():
+    from mmae_utils.evaluation import seed_difference
+
+    one = seed_difference(_seed_table({"mmae": [0.9], "pca_concat": [0.8]}))
+    assert one.loc["overall", "mean"] == pytest.approx(0.1) and one.loc["overall", "n_seeds"] == 1
+    assert one[["sd", "ci_low", "ci_high"]].isna().all().all()
+    # a score missing for some seeds: its interval uses the seeds where both have it
+    runs = _seed_table({"mmae": [0.85, 0.87, 0.86, 0.88], "pca_concat": [0.80, 0.81, 0.82, 0.8]})
+    runs.loc[(0, "mmae"), "trajectory_conservation"] = np.nan
+    d = seed_difference(runs)
+    assert d.loc["trajectory_conservation", "n_seeds"] == 3 and d.loc["NMI", "n_seeds"] == 4
+    low, _ = _t_interval(_paired(runs, "trajectory_conservation")[1:])
+    assert d.loc["trajectory_conservation", "ci_low"] == pytest.approx(low)
+
+
+def _ci_text(diffs) -> str:
+    low, high = _t_interval(diffs)
+    return f"95% CI {low:+.3f} to {high:+.3f}"
+
+
+def test_verdict_over_seeds_uses_the_interval():
+    # consistently positive over 5 seeds: the interval excludes 0, so "better"
+    clear = _seed_table(
+        {"mmae": [0.85, 0.87, 0.86, 0.88, 0.86], "pca_concat": [0.84, 0.85, 0.85, 0.86, 0.85]}
+    )
     text = report.verdict(clear)
-    assert "beats `pca_concat` overall" in text and "mean over 3 seeds" in text
-    assert "+0.050 ± 0.000" in text
-    # a mean difference smaller than its spread over seeds is a tie, not a win
-    noisy = _seed_table({"mmae": [0.90, 0.78, 0.84], "pca_concat": [0.82, 0.82, 0.82]})
-    assert "tie overall" in report.verdict(noisy)
-    assert "tie overall" not in report.verdict(noisy.xs(0, level="seed"))  # one seed: +0.08
+    diffs = _paired(clear, "overall")
+    assert "beats `pca_concat` overall" in text
+    assert f"overall {diffs.mean():+.3f} ({_ci_text(diffs)}, 5 seeds)" in text
+    assert "It is better on NMI" in text and "worse on no metric" in text
+    # positive on average but noisy: the interval spans 0, so a tie
+    noisy = _seed_table(
+        {"mmae": [0.90, 0.78, 0.84, 0.86, 0.80], "pca_concat": [0.82, 0.82, 0.82, 0.82, 0.82]}
+    )
+    diffs = _paired(noisy, "overall")
+    low, high = _t_interval(diffs)
+    assert low < 0 < high and diffs.mean() > 0.01  # a win by the old 0.01 threshold
+    text = report.verdict(noisy)
+    assert "tie overall" in text and _ci_text(diffs) in text and "interval includes 0" in text
+    assert "better on no metric and worse on no metric" in text
+    # consistently negative: "worse"
+    worse = report.verdict(clear, method="pca_concat", reference="mmae", context=False)
+    assert "`pca_concat` is worse than `mmae` overall" in worse
     short = report.verdict(clear, context=False)
     assert "random floor" not in short and "competition" not in short
+
+
+def test_verdict_calls_each_metric_by_its_interval():
+    runs = _seed_table(
+        {"mmae": [0.85, 0.86, 0.87, 0.86, 0.85], "pca_concat": [0.85, 0.86, 0.87, 0.86, 0.85]}
+    )
+    deltas = {
+        "NMI": [0.03, 0.02, 0.04, 0.03, 0.02],  # consistently up
+        "cell_type_ASW": [-0.02, -0.03, -0.02, -0.01, -0.02],  # consistently down
+        "batch_ASW": [0.05, -0.06, 0.04, -0.03, 0.01],  # noise
+    }
+    for score, delta in deltas.items():
+        runs.loc[(slice(None), "mmae"), score] += delta
+    text = report.verdict(runs, context=False)
+    nmi, asw = _paired(runs, "NMI"), _paired(runs, "cell_type_ASW")
+    assert f"better on NMI {nmi.mean():+.3f} ({_ci_text(nmi)})" in text
+    assert f"worse on cell_type_ASW {asw.mean():+.3f} ({_ci_text(asw)})" in text
+    assert "batch_ASW" not in text  # its interval spans 0: a tie, not listed
+
+
+def test_verdict_with_one_seed_says_it_is_a_single_run():
+    noisy = _seed_table({"mmae": [0.90, 0.78], "pca_concat": [0.82, 0.82]})
+    for table in (noisy.xs(0, level="seed"), noisy.loc[[0]]):  # one table, or one seed
+        text = report.verdict(table, context=False)
+        assert "beats `pca_concat` overall in a single run" in text  # +0.08 > the 0.01 threshold
+        assert "no confidence interval" in text and "CI" not in text
+    close = _seed_table({"mmae": [0.825], "pca_concat": [0.82]})
+    assert "tie overall in a single run" in report.verdict(close, context=False)
+
+
+def test_write_summary_lists_the_intervals(tmp_path):
+    runs = _seed_table(
+        {"mmae": [0.85, 0.87, 0.86, 0.88, 0.86], "pca_concat": [0.84, 0.85, 0.85, 0.86, 0.85]}
+    )
+    report.write_table(runs.xs(0, level="seed"), tmp_path / "metrics.csv")
+    report.write_table(runs, tmp_path / "metrics_seeds.csv")
+    summary = report.write_summary(tmp_path).read_text()
+    diffs = _paired(runs, "overall")
+    low, high = _t_interval(diffs)
+    assert "beats `pca_concat` overall" in summary and "5 seeds" in summary
+    assert f"| overall | {diffs.mean():+.3f} | {low:+.3f} to {high:+.3f} | 5 | better |" in summary
+    (tmp_path / "metrics_seeds.csv").unlink()  # a single run: no table of intervals
+    summary = report.write_summary(tmp_path).read_text()
+    assert "in a single run" in summary and "| overall | +" not in summary
 
 
 def test_training_summary_with_and_without_validation():
