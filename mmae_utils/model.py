@@ -6,30 +6,48 @@
                                                                          +--> z (latent_dim) --> GEX decoder  --> GEX reconstruction
     atac (cells x peaks) --> ATAC encoder --> z_atac (the rest)      ----+                  --> ATAC decoder --> ATAC logits
 
-Each modality has its own encoder (Dense layers of ``hidden`` units, then a linear Dense
-to its part of the latent code). The two parts are concatenated into ONE joint code ``z``
-and, by default (``decoders="joint"``), BOTH decoders read the whole of ``z``: this is
-what lets the code reconstruct either modality from both, and (with
-``modality_dropout``) from either one. ``decoders="own"`` reproduces the original
-notebook's wiring, where each decoder reads only its own modality's half of ``z``: two
-independent autoencoders side by side, kept only for comparison.
+Each modality has its own encoder (Dense layers of ``hidden`` units). With
+``fusion="concat"`` (the default) each ends in a linear Dense to its part of the latent
+code and the two parts are concatenated into ONE joint code ``z``; with ``"shared"``
+(Ngiam et al.'s bimodal autoencoder, the shared representation of Figure 4) one linear
+Dense layer reads both encoders' last hidden layers and makes the whole of ``z``, every
+unit from both modalities. By default (``decoders="joint"``) BOTH decoders read the whole
+of ``z``: this is what lets the code reconstruct either modality from both, and (with
+``modality_dropout``, which zeroes one modality's input) from either one.
+``decoders="own"`` reproduces the original notebook's wiring, where each decoder reads
+only its own modality's half of ``z``: two independent autoencoders side by side, kept
+only for comparison.
 
-How ``latent_dim`` is split: the GEX encoder gets ``latent_dim // 2`` units and the ATAC
-encoder the remaining ``latent_dim - latent_dim // 2`` (10 + 10 for the default 20;
-10 + 11 for 21). Pass ``gex_latent_dim`` to choose another split.
+How ``latent_dim`` is split (``"concat"``): the GEX encoder gets ``latent_dim // 2``
+units and the ATAC encoder the remaining ``latent_dim - latent_dim // 2`` (10 + 10 for
+the default 20; 10 + 11 for 21). Pass ``gex_latent_dim`` to choose another split.
 
-Losses: each decoder reconstructs its modality as the network sees it (the input
-transform of :class:`~mmae_utils.layers.InputTransform`: log-normalised genes or their
-principal components, binarised peaks or their LSI components), under the mean squared
-error, or, for binarised peaks (``atac_input="binary"``), as *logits* under binary
-cross-entropy (:func:`mmae_utils.training.reconstruct` turns logits into probabilities).
-The total loss is ``gex_loss_weight * GEX loss + atac_loss_weight * ATAC loss`` (0.5 /
-0.5 as in the original notebook). The options are those of
+Batches: the encoders never read the cell's batch, so any cells can be embedded. With
+``batch_conditioning`` both decoders read ``z`` and a one-hot of the batch (as scVI and
+MultiVI), so ``z`` need not carry it; with ``adversarial_batch`` a small classifier
+predicts the batch from ``z`` through a gradient-reversal layer
+(:class:`~mmae_utils.layers.GradientReversal`), so the encoders learn to hide it.
+
+Losses (``gex_likelihood`` / ``atac_likelihood``): under ``"mse"`` a decoder reconstructs
+its modality as the network sees it (the input transform of
+:class:`~mmae_utils.layers.InputTransform`: log-normalised genes or their principal
+components, TF-IDF peaks or their LSI components) under the mean squared error. Under a
+count likelihood it reconstructs the selected features themselves, whatever the input:
+GEX ``"nb"``, the negative binomial of the raw counts with mean ``softmax(output) *
+library size`` and a learned inverse dispersion per gene
+(:mod:`mmae_utils.likelihoods`); ATAC ``"bernoulli"`` (also what ``"auto"`` means for
+``atac_input="binary"``), one *logit* per peak under binary cross-entropy on the
+binarised peaks (:func:`mmae_utils.training.reconstruct` turns logits into
+probabilities). The total loss is ``gex_loss_weight * GEX loss + atac_loss_weight * ATAC
+loss`` (0.5 / 0.5 as in the original notebook), plus ``adversarial_batch`` times the
+batch classifier's cross-entropy. The options are those of
 :class:`~mmae_utils.config.ModelConfig`.
 
 The model takes its inputs by name, ``{"gex": ..., "atac": ...}`` (dense float32
-tensors, cells x features) and returns ``{"gex": ..., "atac": ...}``; it never sees
-AnnData or column offsets. :mod:`mmae_utils.training` streams sparse AnnData into it.
+tensors, cells x features; plus ``"batch"``, int32 codes into ``batch_categories``, when
+it reads batches) and returns ``{"gex": ..., "atac": ...}`` (plus ``"batch_logits"``);
+it never sees AnnData or column offsets. :mod:`mmae_utils.training` streams sparse
+AnnData into it.
 """
 
 from __future__ import annotations
