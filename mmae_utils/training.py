@@ -724,6 +724,7 @@ def reconstruct(
         ``batch`` (one label for all cells, or one per cell) if given, else
         ``obs[batch_key]`` of ``gex`` (or ``atac``). Each must be one of
         ``model.batch_categories``: decode cells of an unseen batch as a known one.
+        Not read for other models.
 
     Returns
     -------
