@@ -11,9 +11,12 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.features`: highly variable genes and variable peaks;
 - :mod:`mmae_utils.config`: the autoencoder's options (:class:`~mmae_utils.config.ModelConfig`)
   and presets;
-- :mod:`mmae_utils.layers`: its custom Keras layers (input transforms, modality dropout);
+- :mod:`mmae_utils.layers`: its custom Keras layers (input transforms, modality dropout,
+  gradient reversal) and seeded Dense blocks;
+- :mod:`mmae_utils.likelihoods`: its count likelihoods (negative binomial) and batch loss;
 - :mod:`mmae_utils.model`: the Keras multi-modal autoencoder;
-- :mod:`mmae_utils.training`: streaming sparse training and embedding;
+- :mod:`mmae_utils.training`: streaming sparse training and embedding (AnnData in);
+- :mod:`mmae_utils.pipeline`: its tf.data batches and batched inference (arrays in);
 - :mod:`mmae_utils.persistence`: saving and loading trained models;
 - :mod:`mmae_utils.baselines`: baseline embeddings of the same size;
 - :mod:`mmae_utils.evaluation`: NeurIPS 2021 joint-embedding metrics;
@@ -44,8 +47,10 @@ _SUBMODULES = (
     "features",
     "config",
     "layers",
+    "likelihoods",
     "model",
     "training",
+    "pipeline",
     "persistence",
     "baselines",
     "neighbors",

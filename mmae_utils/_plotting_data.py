@@ -252,12 +252,17 @@ def _draw_encoders(ax, model, cfg: dict, hidden: list) -> None:
     _box(ax, 2.2, 1.2, 1.8, 1.0, f"ATAC encoder\nDense {hid}", "#edc")
 
 
-def _draw_joint_code(ax, g_lat: int, a_lat: int) -> None:
-    """The two halves of the code, framed in purple as the joint code z."""
+def _draw_joint_code(ax, g_lat: int | None, a_lat: int | None, latent_dim: int) -> None:
+    """The two halves of the code (or, for a shared code, one block reading both encoders),
+    framed in purple as the joint code z."""
     from matplotlib.patches import FancyBboxPatch
 
-    _box(ax, 4.6, 3.1, 1.4, 0.9, f"z_gex ({g_lat})", "#cde")
-    _box(ax, 4.6, 1.9, 1.4, 0.9, f"z_atac ({a_lat})", "#edc")
+    if g_lat is None:  # fusion="shared"
+        _box(ax, 4.6, 1.9, 1.4, 2.1, "shared Dense\nof both\nencoders", "#dcd")
+        g_lat, a_lat = latent_dim, 0
+    else:
+        _box(ax, 4.6, 3.1, 1.4, 0.9, f"z_gex ({g_lat})", "#cde")
+        _box(ax, 4.6, 1.9, 1.4, 0.9, f"z_atac ({a_lat})", "#edc")
     ax.add_patch(
         FancyBboxPatch(
             (4.45, 1.7),
@@ -273,13 +278,32 @@ def _draw_joint_code(ax, g_lat: int, a_lat: int) -> None:
     ax.text(5.3, 4.45, f"joint code z ({g_lat + a_lat})", ha="center", color="purple", fontsize=10)
 
 
-def _draw_decoders(ax, hidden: list) -> None:
+def _output_labels(config) -> tuple[str, str]:
+    """The text of the two output boxes: what each decoder outputs, under which loss."""
+    gex_space = {"log": "log-norm.", "standardize": "z-scores", "svd": "PCs"}[config.gex_input]
+    gex = (
+        "GEX counts\nNB (softmax x lib.)"
+        if config.likelihoods["gex"] == "nb"
+        else f"GEX output\nMSE ({gex_space})"
+    )
+    atac_space = {"tfidf": "TF-IDF", "svd": "LSI comps"}.get(config.atac_input, "")
+    atac = (
+        "ATAC logits\nBCE (binary)"
+        if config.likelihoods["atac"] == "bernoulli"
+        else f"ATAC output\nMSE ({atac_space})"
+    )
+    return gex, atac
+
+
+def _draw_decoders(ax, hidden: list, config) -> None:
     """The right column of boxes: decoders (the encoders' layers reversed) and outputs."""
     hid = " > ".join(str(h) for h in hidden[::-1]) or "none"
-    _box(ax, 7.0, 3.6, 1.8, 1.0, f"GEX decoder\nDense {hid}", "#cde")
-    _box(ax, 7.0, 1.2, 1.8, 1.0, f"ATAC decoder\nDense {hid}", "#edc")
-    _box(ax, 9.3, 3.6, 1.6, 1.0, "GEX output\nMSE (log-norm.)", "#cde")
-    _box(ax, 9.3, 1.2, 1.6, 1.0, "ATAC logits\nBCE (binary)", "#edc")
+    batch = "\n+ batch one-hot" if config.batch_conditioning else ""
+    _box(ax, 7.0, 3.6, 1.8, 1.0, f"GEX decoder\nDense {hid}{batch}", "#cde")
+    _box(ax, 7.0, 1.2, 1.8, 1.0, f"ATAC decoder\nDense {hid}{batch}", "#edc")
+    gex, atac = _output_labels(config)
+    _box(ax, 9.3, 3.6, 1.6, 1.0, gex, "#cde")
+    _box(ax, 9.3, 1.2, 1.6, 1.0, atac, "#edc")
 
 
 def _draw_arrows(ax, joint: bool) -> None:
@@ -305,6 +329,7 @@ def architecture(model, *, save: str | os.PathLike | None = None):
 
     Arrows show which part of the code each decoder reads: with ``decoders="joint"`` both
     decoders read the whole joint code; with ``"own"`` each reads only its modality's part.
+    A shared code (``fusion="shared"``) is one block; the outputs name their losses.
 
     Returns
     -------
@@ -319,13 +344,14 @@ def architecture(model, *, save: str | os.PathLike | None = None):
     ax.set_ylim(0, 6)
     ax.axis("off")
     _draw_encoders(ax, model, cfg, hidden)
-    _draw_joint_code(ax, g_lat, a_lat)
-    _draw_decoders(ax, hidden)
+    _draw_joint_code(ax, g_lat, a_lat, model.latent_dim)
+    _draw_decoders(ax, hidden, model.config)
     _draw_arrows(ax, joint)
     title = (
         "both decoders read the whole joint code (Figure 4)"
         if joint
         else "each decoder reads only its own half (original notebook)"
     )
-    ax.set_title(f"decoders={cfg.get('decoders')!r}: {title}", fontsize=11)
+    fusion = "fusion='shared', " if g_lat is None else ""
+    ax.set_title(f"{fusion}decoders={cfg.get('decoders')!r}: {title}", fontsize=11)
     return save_figure(fig, save)

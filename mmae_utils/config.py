@@ -23,15 +23,19 @@ import numpy as np
 
 __all__ = [
     "ATAC_INPUTS",
+    "ATAC_LIKELIHOODS",
     "DECODERS",
     "DEFAULT_CONFIG",
     "DEFAULT_PRESET",
+    "FUSIONS",
     "GEX_INPUTS",
+    "GEX_LIKELIHOODS",
     "LATENT_SCALINGS",
     "MODALITIES",
     "PRESETS",
     "ModelConfig",
     "check_activation",
+    "check_categories",
     "check_int",
     "check_names",
     "check_rate",
@@ -42,12 +46,18 @@ Decoders = Literal["joint", "own"]
 GexInput = Literal["log", "standardize", "svd"]
 AtacInput = Literal["binary", "tfidf", "svd"]
 LatentScaling = Literal["none", "block"]
+Fusion = Literal["concat", "shared"]
+GexLikelihood = Literal["mse", "nb"]
+AtacLikelihood = Literal["auto", "mse", "bernoulli"]
 
 #: Valid values of the :class:`ModelConfig` fields of the same name.
 DECODERS: tuple[str, ...] = get_args(Decoders)
 GEX_INPUTS: tuple[str, ...] = get_args(GexInput)
 ATAC_INPUTS: tuple[str, ...] = get_args(AtacInput)
 LATENT_SCALINGS: tuple[str, ...] = get_args(LatentScaling)
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+GEX_LIKELIHOODS: tuple[str, ...] = get_args(GexLikelihood)
+ATAC_LIKELIHOODS: tuple[str, ...] = get_args(AtacLikelihood)
 
 #: The two modalities, in the order of the joint code.
 MODALITIES = ("gex", "atac")
@@ -105,12 +115,55 @@ def _check_loss_weight(name: str, value) -> float:
     return float(value)
 
 
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def _check_fusion(checked: dict) -> None:
+    """``ValueError`` for the options that split the code, with ``fusion="shared"``."""
+    if checked["fusion"] != "shared":
+        return
+    fixes = []
+    if checked.get("gex_latent_dim") is not None:
+        fixes.append("gex_latent_dim=None")
+    if checked["decoders"] == "own":
+        fixes.append('decoders="joint"')
+    if checked["latent_scaling"] == "block":
+        fixes.append('latent_scaling="none"')
+    if fixes:
+        raise ValueError(
+            'fusion="shared" makes one code with no GEX and ATAC parts, for both decoders '
+            "to read whole and with nothing to split, scale or read apart: set "
+            f'{", ".join(fixes)} (or fusion="concat").'
+        )
+
+
 def _check_hidden(value) -> tuple[int, ...]:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (value,)
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise TypeError(f"hidden must be a sequence of integer layer sizes, got {value!r}.")
     return tuple(check_int(f"hidden[{i}]", h) for i, h in enumerate(value))
+
+
+def check_categories(categories) -> tuple[str, ...] | None:
+    """Batch names as a tuple of distinct ``str`` (``None`` stays ``None``).
+
+    Returns
+    -------
+    The tuple, or ``None``; ``TypeError`` for a string, ``ValueError`` for an empty or
+    repeating sequence.
+    """
+    if categories is None:
+        return None
+    if isinstance(categories, str):
+        raise TypeError("batch_categories must be a sequence of batch names, not a string.")
+    names = tuple(str(c) for c in categories)
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"batch_categories must be distinct and not empty, got {list(names)}.")
+    return names
 
 
 def check_names(where: str, names: Iterable[str], allowed: Iterable[str]) -> None:
@@ -129,8 +182,10 @@ class ModelConfig:
     Frozen and validated on construction: a bad value raises a ``TypeError`` or a
     ``ValueError`` naming the option. Lists are stored as tuples, numbers as ``int`` /
     ``float``. The defaults below are the original model's (the ``"seed"`` preset);
-    ``"jae"`` (:data:`DEFAULT_PRESET`) differs as noted. Start from a preset with
-    :meth:`from_preset` and change options with :meth:`replace`.
+    ``"jae"`` (:data:`DEFAULT_PRESET`) and ``"mmae"`` (``"jae"`` with a shared code,
+    batch-conditioned decoders and count likelihoods, ``latent_scaling="none"``) differ
+    as noted. Start from a preset with :meth:`from_preset` and change options with
+    :meth:`replace`.
 
     Parameters
     ----------
@@ -160,16 +215,29 @@ class ModelConfig:
         et al.). Active only during training; seeded.
     gex_loss_weight, atac_loss_weight : float >= 0, default 0.5 each
         Weights of the GEX and ATAC losses in the total loss (each loss is a mean over
-        its features, so 2,500 genes and 5,000 peaks weigh as the weights say); not both 0.
+        its outputs, so 2,500 genes and 5,000 peaks weigh as the weights say); not both 0.
     gex_input : {"log", "standardize", "svd"}, default "log" (``"jae"``: "svd")
         What the network sees of GEX: ``"log"`` the log-normalised values,
         ``"standardize"`` per-gene z-scores (clipped at 10), ``"svd"`` the first
         ``n_components`` principal components (see
-        :class:`~mmae_utils.layers.InputTransform`). The GEX loss is the MSE in that
-        space.
+        :class:`~mmae_utils.layers.InputTransform`). Under ``gex_likelihood="mse"`` the
+        GEX loss is the MSE in that space.
     atac_input : {"binary", "tfidf", "svd"}, default "binary" (``"jae"``: "svd")
-        ATAC: ``"binary"`` accessible or not, under binary cross-entropy on logits;
-        ``"tfidf"`` TF-IDF values or ``"svd"`` LSI components, under MSE.
+        ATAC: ``"binary"`` accessible or not, ``"tfidf"`` TF-IDF values or ``"svd"`` LSI
+        components (see ``atac_likelihood`` for the loss each gets).
+    gex_likelihood : {"mse", "nb"}, default "mse" (``"mmae"``: "nb")
+        The GEX loss. ``"mse"``: mean squared error in the space the network sees
+        (``gex_input``). ``"nb"``: negative binomial negative log-likelihood of the raw
+        counts of the genes themselves (``layers["counts"]``), whatever ``gex_input`` is:
+        the decoder outputs one value per gene, whose softmax times the cell's library
+        size (its total count over these genes) is the mean, with a learned inverse
+        dispersion per gene (as scVI); the loss is the mean over the genes.
+    atac_likelihood : {"auto", "mse", "bernoulli"}, default "auto" (``"mmae"``: "bernoulli")
+        The ATAC loss. ``"bernoulli"``: binary cross-entropy of the binarised peaks
+        themselves, on one logit per peak, whatever ``atac_input`` is. ``"mse"``: mean
+        squared error in the space the network sees (TF-IDF values or LSI components; not
+        with ``atac_input="binary"``). ``"auto"``: ``"bernoulli"`` for ``"binary"``
+        input, else ``"mse"`` (what each input had before this option).
     n_components : int, default 100
         Components per modality for the ``"svd"`` inputs (fewer than the modality's
         features). Transforms are fitted on the cells of the first
@@ -177,6 +245,27 @@ class ModelConfig:
     latent_scaling : {"none", "block"}, default "none" (``"jae"``: "block")
         ``"block"``: the embedding's GEX and ATAC parts are scaled to the same total
         variance (factors fixed after training, see :class:`~mmae_utils.layers.BlockScale`).
+    fusion : {"concat", "shared"}, default "concat" (``"mmae"``: "shared")
+        How the joint code is made. ``"concat"``: each encoder ends in its own linear
+        Dense layer and the code is the two parts side by side (``gex_latent_dim`` and
+        the rest). ``"shared"``: Ngiam et al.'s bimodal autoencoder (the shared
+        representation of Figure 4): one linear Dense layer reads both encoders' last
+        hidden layers, concatenated, and makes the whole code, so every unit depends on
+        both modalities. That code has no per-modality parts, so ``gex_latent_dim``,
+        ``decoders="own"`` and ``latent_scaling="block"`` are refused with it.
+    batch_conditioning : bool, default False (``"mmae"``: True)
+        The decoders read the code concatenated with a one-hot of the cell's batch (as
+        scVI and MultiVI), so the code need not carry the batch. The encoders never read
+        it: any cells, of batches seen or not, are embedded alike; decoding needs one of
+        the batches the model knows (``batch_categories`` of
+        :func:`~mmae_utils.model.build_model`).
+    adversarial_batch : float >= 0, default 0.0
+        Weight of an adversarial batch loss: a small classifier (a hidden layer of 32
+        units) predicts the cell's batch from the code through a gradient-reversal layer,
+        so that while it learns to tell the batches apart the encoders learn to make it
+        fail (the JAE model of the NeurIPS 2021 competition pushed its batch block the
+        same way). Its cross-entropy times this weight is added to the loss and logged,
+        unweighted, as ``batch_loss``. 0: no classifier.
     seed : int >= 0 or None, default 0
         Seed of the weight initialisation and of the dropout masks (``None``: Keras'
         global seed).
@@ -197,6 +286,11 @@ class ModelConfig:
     atac_input: AtacInput = "binary"
     n_components: int = 100
     latent_scaling: LatentScaling = "none"
+    gex_likelihood: GexLikelihood = "mse"
+    atac_likelihood: AtacLikelihood = "auto"
+    fusion: Fusion = "concat"
+    batch_conditioning: bool = False
+    adversarial_batch: float = 0.0
     seed: int | None = 0
 
     def __post_init__(self):
@@ -226,17 +320,77 @@ class ModelConfig:
         checked["gex_input"] = _check_choice("gex_input", self.gex_input, GEX_INPUTS)
         checked["atac_input"] = _check_choice("atac_input", self.atac_input, ATAC_INPUTS)
         checked["n_components"] = check_int("n_components", self.n_components)
+        checked.update(self._checked_likelihoods(checked["atac_input"]))
+        checked["fusion"] = _check_choice("fusion", self.fusion, FUSIONS)
+        _check_fusion(checked)
+        checked["batch_conditioning"] = _check_bool("batch_conditioning", self.batch_conditioning)
+        checked["adversarial_batch"] = _check_loss_weight(
+            "adversarial_batch", self.adversarial_batch
+        )
         if self.seed is not None:
             checked["seed"] = check_int("seed", self.seed, minimum=0)
         for name, value in checked.items():  # normalised values (tuples, ints, floats)
             object.__setattr__(self, name, value)
 
+    def _checked_likelihoods(self, atac_input: str) -> dict[str, str]:
+        gex = _check_choice("gex_likelihood", self.gex_likelihood, GEX_LIKELIHOODS)
+        atac = _check_choice("atac_likelihood", self.atac_likelihood, ATAC_LIKELIHOODS)
+        if atac == "mse" and atac_input == "binary":
+            raise ValueError(
+                'atac_likelihood="mse" compares values in the space the network sees, but '
+                'binarised peaks (atac_input="binary") are reconstructed as logits under '
+                'binary cross-entropy: use atac_likelihood="auto" or "bernoulli", or '
+                'atac_input="tfidf" / "svd".'
+            )
+        return {"gex_likelihood": gex, "atac_likelihood": atac}
+
     @property
     def latent_split(self) -> tuple[int, int]:
         """``(GEX part, ATAC part)`` of the joint code: ``gex_latent_dim`` (default
-        ``latent_dim // 2``) and the rest (10 + 10 for 20; 10 + 11 for 21)."""
+        ``latent_dim // 2``) and the rest (10 + 10 for 20; 10 + 11 for 21).
+
+        Only with ``fusion="concat"``: a ``"shared"`` code has no parts (``ValueError``).
+        """
+        if self.fusion == "shared":
+            raise ValueError('fusion="shared" makes one code with no GEX and ATAC parts.')
         gex = self.latent_dim // 2 if self.gex_latent_dim is None else self.gex_latent_dim
         return gex, self.latent_dim - gex
+
+    @property
+    def needs_batch(self) -> bool:
+        """Whether the model reads each cell's batch (``batch_conditioning`` or
+        ``adversarial_batch > 0``), so that it must know the batch categories."""
+        return self.batch_conditioning or self.adversarial_batch > 0
+
+    @property
+    def likelihoods(self) -> dict[str, str]:
+        """The loss of each modality, ``"auto"`` resolved: ``{"gex": "mse" or "nb",
+        "atac": "mse" or "bernoulli"}``."""
+        atac = self.atac_likelihood
+        if atac == "auto":
+            atac = "bernoulli" if self.atac_input == "binary" else "mse"
+        return {"gex": self.gex_likelihood, "atac": atac}
+
+    def loss_label(self, modality: str, *, long: bool = False) -> str:
+        """The name of ``modality``'s loss, as the history's ``{modality}_loss`` holds it.
+
+        Short (``long=False``): ``"MSE"``, ``"NB NLL"`` or ``"BCE"``. Long: spelled out,
+        with what it compares (``"mean squared error, on components"``, ``"negative
+        binomial NLL, on counts"``, ``"binary cross-entropy"``, ...).
+        """
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
+        likelihood = self.likelihoods[modality]
+        mode = self.gex_input if modality == "gex" else self.atac_input
+        if likelihood == "nb":
+            return "negative binomial NLL, on counts" if long else "NB NLL"
+        if likelihood == "bernoulli":
+            on = "" if mode == "binary" else ", on peaks"
+            return f"binary cross-entropy{on}" if long else "BCE"
+        if not long:
+            return "MSE"
+        on = {"svd": ", on components", "standardize": ", on z-scores", "tfidf": ", on TF-IDF"}
+        return f"mean squared error{on.get(mode, '')}"
 
     def svd_limit(self, gex_dim: int, atac_dim: int, n_cells: int | None = None) -> int | None:
         """The most ``n_components`` the ``"svd"`` inputs allow on data of this size.
@@ -311,10 +465,22 @@ def overrides(**options) -> dict:
 #: genes and binarised peaks themselves (MSE / BCE). ``"jae"`` feeds it per-modality SVD
 #: components instead (GEX PCA + ATAC LSI, 100 each, both under MSE, as the JAE model of
 #: the NeurIPS 2021 competition), with batch normalisation and the two halves of the
-#: embedding scaled to equal total variance. See ``benchmarks/ablation.md``.
+#: embedding scaled to equal total variance. See ``benchmarks/ablation.md``. ``"mmae"``
+#: keeps the SVD inputs and batch normalisation of ``"jae"`` and makes it a bimodal
+#: autoencoder: one shared code (``fusion="shared"``), decoders conditioned on the batch,
+#: and the selected features themselves reconstructed under count likelihoods (negative
+#: binomial on the GEX counts, Bernoulli on the binarised peaks); for the ablation that
+#: chooses the default.
 PRESETS: dict[str, ModelConfig] = {"seed": ModelConfig()}
 PRESETS["jae"] = PRESETS["seed"].replace(
     gex_input="svd", atac_input="svd", batch_norm=True, latent_scaling="block"
+)
+PRESETS["mmae"] = PRESETS["jae"].replace(
+    latent_scaling="none",
+    fusion="shared",
+    batch_conditioning=True,
+    gex_likelihood="nb",
+    atac_likelihood="bernoulli",
 )
 
 #: The preset :func:`~mmae_utils.model.build_model` starts from when none is named.

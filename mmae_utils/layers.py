@@ -5,7 +5,13 @@
 - :class:`InputTransform` is a fixed transformation of one modality's input (z-scores,
   TF-IDF, PCA / LSI components), fitted once on data and saved with the model;
 - :class:`BlockScale` scales the GEX and ATAC parts of the embedding to equal total
-  variance.
+  variance;
+- :class:`GradientReversal` passes the code on unchanged and flips the sign of its
+  gradient (the adversarial batch classifier, ``adversarial_batch``).
+
+The model's blocks of standard Keras layers are made here too, each layer seeded:
+:func:`dense_stack` (encoders and decoders), :func:`batch_classifier`, :func:`dense`, from
+the seeds of :func:`derived_seeds`.
 
 All are registered for Keras serialization as ``mmae>ClassName``. This module does not
 import :mod:`mmae_utils.model`.
@@ -19,7 +25,98 @@ from keras import ops
 
 from .config import ATAC_INPUTS, GEX_INPUTS, MODALITIES, check_int, check_rate
 
-__all__ = ["BlockScale", "InputTransform", "ModalityDropout"]
+__all__ = [
+    "BATCH_CLASSIFIER_UNITS",
+    "BlockScale",
+    "GradientReversal",
+    "InputTransform",
+    "ModalityDropout",
+    "batch_classifier",
+    "dense",
+    "dense_stack",
+    "derived_seeds",
+    "reverse_gradient",
+]
+
+#: Units of the hidden layer of the batch classifier (``adversarial_batch``).
+BATCH_CLASSIFIER_UNITS = 32
+
+
+def derived_seeds(seed: int | None, n: int, stream: int = 0) -> list[int | None]:
+    """``n`` independent integer seeds derived from ``seed`` (``None`` -> unseeded).
+
+    ``stream`` 0 is the original layers' stream; the layers added since (the shared code,
+    the batch classifier) draw from stream 1, so that the original layers keep their
+    seeds, and models of the original options their initial weights.
+
+    Returns
+    -------
+    A list of ``n`` ints (or ``None`` s).
+    """
+    if seed is None:
+        return [None] * n
+    rng = np.random.default_rng(seed if stream == 0 else [seed, stream])
+    return [int(s) for s in rng.integers(0, 2**31 - 1, size=n)]
+
+
+def dense(units: int, seed: int | None, *, name: str, activation: str | None = None):
+    """A ``keras.layers.Dense`` with a Glorot-uniform kernel seeded with ``seed``.
+
+    Returns
+    -------
+    The layer (not built).
+    """
+    return keras.layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        name=name,
+    )
+
+
+def dense_stack(name, hidden, out_dim, seeds, *, activation, batch_norm, dropout) -> list:
+    """Dense(+BN)(+activation)(+Dropout) blocks of ``hidden`` units, then a linear Dense of
+    ``out_dim`` (none when ``out_dim`` is ``None``: the encoders of a shared code).
+
+    Each Dense and Dropout layer takes the next seed of the iterator ``seeds``, in order.
+
+    Returns
+    -------
+    The list of layers, named ``{name}_dense{i}``, ``_bn{i}``, ``_act{i}``, ``_dropout{i}``
+    and ``{name}_out``.
+    """
+    layers = []
+    for i, units in enumerate(hidden):
+        act = None if batch_norm else activation
+        layers.append(dense(units, next(seeds), name=f"{name}_dense{i}", activation=act))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization(name=f"{name}_bn{i}"))
+            if activation is not None:
+                layers.append(keras.layers.Activation(activation, name=f"{name}_act{i}"))
+        if dropout > 0:
+            layers.append(
+                keras.layers.Dropout(dropout, seed=next(seeds), name=f"{name}_dropout{i}")
+            )
+    if out_dim is not None:
+        layers.append(dense(out_dim, next(seeds), name=f"{name}_out"))
+    return layers
+
+
+def batch_classifier(n_batches: int, seeds) -> list:
+    """The adversarial batch classifier: :class:`GradientReversal`, a ReLU Dense layer of
+    :data:`BATCH_CLASSIFIER_UNITS` units and a linear Dense of ``n_batches`` logits.
+
+    Returns
+    -------
+    The list of layers (seeded from the iterator ``seeds``).
+    """
+    return [
+        GradientReversal(name="gradient_reversal"),
+        dense(
+            BATCH_CLASSIFIER_UNITS, next(seeds), name="batch_classifier_dense0", activation="relu"
+        ),
+        dense(check_int("n_batches", n_batches), next(seeds), name="batch_classifier_out"),
+    ]
 
 
 @keras.saving.register_keras_serializable(package="mmae")
@@ -328,3 +425,34 @@ class BlockScale(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "gex_latent_dim": self.gex_latent_dim}
+
+
+@ops.custom_gradient
+def reverse_gradient(x):
+    """``x`` unchanged, with the gradient that flows back through it negated."""
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return -upstream
+
+    return ops.copy(x), grad
+
+
+@keras.saving.register_keras_serializable(package="mmae")
+class GradientReversal(keras.layers.Layer):
+    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015).
+
+    Placed between the joint code and the batch classifier: the classifier is trained to
+    predict the batch, while the encoders, receiving the opposite gradient, are trained to
+    make that prediction fail, so the code carries less of the batch.
+    """
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, x):
+        return reverse_gradient(x)

@@ -325,6 +325,7 @@ _LOSS_PANELS = (
     ("loss", "total (weighted sum)"),
     ("gex_loss", "GEX (mean squared error)"),
     ("atac_loss", "ATAC (binary cross-entropy)"),
+    ("batch_loss", "batch classifier (cross-entropy)"),
 )
 
 
@@ -350,7 +351,8 @@ def loss_curves(
 ):
     """Training curves per modality: train vs. validation loss per epoch.
 
-    One panel per loss present among ``loss`` (total), ``gex_loss`` and ``atac_loss``, each
+    One panel per loss present among ``loss`` (total), ``gex_loss``, ``atac_loss`` and
+    ``batch_loss`` (the adversarial batch classifier's, when the model has one), each
     with the training curve and, when the ``val_`` column exists, the validation curve.
     With ``val_loss``, a dotted line marks the epoch of the lowest validation loss on every
     panel.
@@ -362,9 +364,10 @@ def loss_curves(
         gex_loss, atac_loss, val_loss, val_gex_loss, val_atac_loss``, one row per epoch),
         a dict of lists or a ``keras.callbacks.History``.
     model
-        The model trained, to name each loss in the titles after its inputs (ATAC under
-        mean squared error for SVD or TF-IDF inputs); without it, the ``"seed"``
-        preset's losses are named.
+        The model trained, to name each loss in the titles as its config does
+        (:meth:`~mmae_utils.config.ModelConfig.loss_label`: e.g. ATAC under mean squared
+        error for SVD or TF-IDF inputs, GEX under the negative binomial); without it, the
+        ``"seed"`` preset's losses are named.
     log_scale
         Logarithmic loss axis.
     save
@@ -377,10 +380,8 @@ def loss_curves(
     h = _history_frame(history)
     titles = dict(_LOSS_PANELS)
     if model is not None:
-        space = {"svd": ", on components", "standardize": ", on z-scores", "tfidf": ", on TF-IDF"}
-        titles["gex_loss"] = f"GEX (mean squared error{space.get(model.gex_input, '')})"
-        if model.atac_input != "binary":
-            titles["atac_loss"] = f"ATAC (mean squared error{space.get(model.atac_input, '')})"
+        titles["gex_loss"] = f"GEX ({model.config.loss_label('gex', long=True)})"
+        titles["atac_loss"] = f"ATAC ({model.config.loss_label('atac', long=True)})"
     panels = [(col, titles[col]) for col, _ in _LOSS_PANELS if col in h.columns]
     if not panels or len(h) == 0:
         raise ValueError(

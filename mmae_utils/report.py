@@ -347,17 +347,20 @@ def training_summary(history, *, model=None) -> str:
     best epoch, and how each modality's loss fell from the first epoch to it.
 
     Uses the validation losses when there are any (``validation_fraction > 0``), else the
-    training losses; names the losses as the model computes them (MSE, or BCE for
-    ``atac_input="binary"``) when ``model`` is given.
+    training losses; names the losses as the model computes them when ``model`` is given
+    (:meth:`~mmae_utils.config.ModelConfig.loss_label`: MSE, NB NLL, or BCE), else as the
+    ``"seed"`` preset's (GEX MSE, ATAC BCE).
     """
     prefix = "val_" if "val_loss" in history and history["val_loss"].notna().any() else ""
     which = "validation" if prefix else "training"
     best = int(history[f"{prefix}loss"].idxmin())  # the index is the epoch number, from 1
     first, last = history.iloc[0], history.loc[best]
-    atac = "BCE" if model is None or getattr(model, "atac_input", "binary") == "binary" else "MSE"
+    config = model.config if model is not None else None
+    gex = "MSE" if config is None else config.loss_label("gex")
+    atac = "BCE" if config is None else config.loss_label("atac")
     return (
         f"Training ran {len(history)} epochs; the best {which} loss was at epoch {best}. From "
-        f"the first epoch to then, {which} GEX MSE went from {first[f'{prefix}gex_loss']:.4f} "
+        f"the first epoch to then, {which} GEX {gex} went from {first[f'{prefix}gex_loss']:.4f} "
         f"to {last[f'{prefix}gex_loss']:.4f} and ATAC {atac} from "
         f"{first[f'{prefix}atac_loss']:.4f} to {last[f'{prefix}atac_loss']:.4f}."
         + ("" if prefix else " No cells were held out (VALIDATION_FRACTION is 0).")
@@ -476,7 +479,10 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
     preset
         ``None``: the run's configuration. A name of :data:`mmae_utils.model.PRESETS`
         (e.g. ``"seed"``, the original model): that preset, with the run's sizes
-        (latent dimension, hidden layers, decoders, components).
+        (latent dimension, hidden layers, decoders, components; for a preset with
+        ``fusion="shared"``, not the split of the code or its decoders). A preset that
+        reads batches knows the run model's batches, or else those of
+        ``obs[batch_key]``.
 
     Returns
     -------
@@ -492,13 +498,24 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
             "training options there)."
         )
     options = json.loads(options_path.read_text())
-    config = training.load_model(run_dir / "model.keras", compile=False).config
+    run_model = training.load_model(run_dir / "model.keras", compile=False)
+    config = run_model.config
     if preset is not None:
         sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
-        config = model.ModelConfig.from_preset(preset, **sizes)
+        config = model.ModelConfig.from_preset(preset)
+        if config.fusion == "shared":  # one code: no split, no own decoders to keep
+            sizes = {k: v for k, v in sizes.items() if k not in ("gex_latent_dim", "decoders")}
+        config = config.replace(**sizes)
     gex, atac = data.split_modalities(selected, copy=False)
+    categories = run_model.batch_categories
+    if config.needs_batch and categories is None:
+        categories = sorted(gex.obs[options.get("batch_key", "batch")].astype(str).unique())
     mmae = model.build_model(
-        gex.n_vars, atac.n_vars, config=config.replace(seed=int(seed)), n_cells=selected.n_obs
+        gex.n_vars,
+        atac.n_vars,
+        config=config.replace(seed=int(seed)),
+        n_cells=selected.n_obs,
+        batch_categories=categories,
     )
     training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
     return training.embed(mmae, gex, atac)

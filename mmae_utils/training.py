@@ -13,6 +13,20 @@ are turned into model inputs with :func:`mmae_utils.pp.log_normalized` (log1p-no
 counts) and :func:`mmae_utils.pp.binarized` (binarised counts) from ``layers[layer]``,
 and their ``var_names`` are checked against the features the model was trained on.
 
+Besides the inputs, the model's options may need (only then read, and AnnData only):
+
+- ``gex_likelihood="nb"``: the raw counts of the genes, ``layers[layer]`` (default
+  ``layers["counts"]``), kept sparse and densified per batch as the targets, and each
+  cell's library size (their row sums, computed once);
+- ``atac_likelihood="bernoulli"`` with ``atac_input="svd"``: the binarised peaks as the
+  targets (the network sees their LSI components);
+- ``batch_conditioning`` / ``adversarial_batch``: each cell's batch, ``obs[batch_key]``
+  (default ``obs["batch"]``), as int32 codes into ``model.batch_categories``.
+
+The tf.data batches themselves and the batched inference are in
+:mod:`mmae_utils.pipeline` (arrays only; :func:`make_dataset`, :func:`validation_split`
+and :func:`epoch_timer` are re-exported here).
+
 Saving and loading live in :mod:`mmae_utils.persistence` (:func:`save_model`,
 :func:`load_model`, :func:`check_features`, re-exported here); the CPU speed-ups that
 training uses (:func:`fused_adam`, :func:`tune_malloc`, also re-exported) in the private
@@ -21,10 +35,7 @@ training uses (:func:`fused_adam`, :func:`tune_malloc`, also re-exported) in the
 
 from __future__ import annotations
 
-import math
 import numbers
-import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,8 +45,17 @@ import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
+from .likelihoods import log_normalized_mean
 from .model import MultiModalAutoencoder
 from .persistence import check_features, load_model, save_model
+from .pipeline import (
+    check_batch_size,
+    epoch_timer,
+    make_dataset,
+    projected,
+    run_batches,
+    validation_split,
+)
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -53,15 +73,20 @@ __all__ = [
 ]
 
 #: Columns of the history returned by :func:`train`, in order (``val_*`` only with a
-#: validation split). ``gex_loss`` is the GEX mean squared error and ``atac_loss`` the ATAC
-#: binary cross-entropy, both unweighted; ``loss`` is their weighted sum.
+#: validation split, ``batch_loss`` only with ``adversarial_batch``). ``gex_loss`` and
+#: ``atac_loss`` are the unweighted losses of the modalities (as the model's config names
+#: them, :meth:`~mmae_utils.config.ModelConfig.loss_label`: by default the GEX mean squared
+#: error and the ATAC binary cross-entropy), ``batch_loss`` the batch classifier's
+#: cross-entropy; ``loss`` is their weighted sum.
 HISTORY_COLUMNS = (
     "loss",
     "gex_loss",
     "atac_loss",
+    "batch_loss",
     "val_loss",
     "val_gex_loss",
     "val_atac_loss",
+    "val_batch_loss",
     "seconds",
 )
 
@@ -163,146 +188,71 @@ def _prepare(model, gex, atac, *, layer, from_="both", record_features=False):
     return mats["gex"], mats["atac"], n_obs
 
 
-def _dense_rows(x, rows) -> np.ndarray:
-    """Rows ``rows`` (indices or a slice) of ``x`` as a dense C-contiguous float32 array."""
-    if x is None:
-        return None
-    if sp.issparse(x):
-        return x[rows].toarray()
-    return np.ascontiguousarray(x[rows])
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    return int(batch_size)
-
-
-# ---------------------------------------------------------------------------- pipeline
-def make_dataset(gex, atac, rows, *, batch_size: int, shuffle: bool, seed: int | None = 0):
-    """``tf.data`` pipeline of ``({"gex", "atac"}, {"gex", "atac"})`` dense batches.
-
-    Only one batch at a time is densified (from CSR rows, with SciPy); the full matrices
-    stay sparse. With ``shuffle`` the rows are permuted anew at every pass (epoch) by a
-    NumPy generator seeded with ``seed``, so the same seed gives the same batch order.
-
-    Parameters
-    ----------
-    gex, atac
-        CSR float32 matrices or C-contiguous float32 arrays with the same rows.
-    rows
-        Row indices to iterate over (e.g. the training split).
-    batch_size
-        Cells per batch (the last batch may be smaller).
-    shuffle
-        Permute ``rows`` at every pass.
-    seed
-        Seed of the permutations.
-
-    Returns
-    -------
-    A ``tf.data.Dataset`` of known cardinality; inputs and targets are the same tensors.
-    Its options turn tf.data's autotuning off (see ``benchmarks/README.md``, Training:
-    with it on, starting an epoch could wait up to 10 s for the previous epoch's
-    iterator to shut down).
-    """
-    import tensorflow as tf
-
-    rows = np.asarray(rows, dtype=np.int64)
-    n_batches = math.ceil(len(rows) / batch_size)
-    rng = np.random.default_rng(seed)
-
-    def batches():
-        order = rng.permutation(rows) if shuffle else rows
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            yield _dense_rows(gex, idx), _dense_rows(atac, idx)
-
-    ds = tf.data.Dataset.from_generator(
-        batches,
-        output_signature=(
-            tf.TensorSpec((None, gex.shape[1]), tf.float32),
-            tf.TensorSpec((None, atac.shape[1]), tf.float32),
-        ),
+def _batch_labels(gex, atac, batch_key: str) -> np.ndarray:
+    """``obs[batch_key]`` of the first of ``gex``, ``atac`` that is an AnnData."""
+    for x in (gex, atac):
+        if _is_anndata(x):
+            if batch_key not in x.obs:
+                raise ValueError(
+                    f"This model reads each cell's batch, but obs has no column "
+                    f"{batch_key!r}: pass batch_key= the column that holds it (obs columns: "
+                    f"{list(x.obs.columns)[:12]})."
+                )
+            return x.obs[batch_key].to_numpy()
+    raise ValueError(
+        "This model reads each cell's batch (batch_conditioning / adversarial_batch): pass "
+        "gex (or atac) as an AnnData with the batches in obs[batch_key]."
     )
-    ds = ds.map(lambda g, a: ({"gex": g, "atac": a}, {"gex": g, "atac": a}))
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
-    # No tf.data autotuning: its model thread sleeps for up to 10 s between rounds, and
-    # deleting an iterator waits for it, so every new epoch (Keras makes a new iterator)
-    # stalled for up to 10 s (measured: 8-10 s in about half the epochs at full scale, a
-    # 20 s epoch instead of 11 s). Nothing here has a parallelism or buffer to tune.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.prefetch(2).with_options(options)
 
 
-def _transformed(transform, x, batch_size: int = 4096) -> np.ndarray:
-    """``transform`` applied to all rows of ``x`` (CSR or dense), in batches: dense float32."""
-    from keras import ops
+def _batch_codes(model, gex, atac, n_obs: int, *, batch_key: str, batch=None, hint: str):
+    """Each cell's code into ``model.batch_categories`` (int32), from ``batch`` (one label
+    for all cells, or one per cell) or else from ``obs[batch_key]``."""
+    if batch is None:
+        labels = _batch_labels(gex, atac, batch_key)
+    elif np.ndim(batch) == 0:
+        labels = np.full(n_obs, batch, dtype=object)
+    else:
+        labels = np.asarray(batch, dtype=object)
+        if labels.shape != (n_obs,):
+            raise ValueError(f"batch has {labels.size} labels for {n_obs} cells.")
+    labels = labels.astype(str)
+    codes = pd.Index(model.batch_categories).get_indexer(labels)
+    if (codes < 0).any():
+        unknown = sorted(set(labels[codes < 0]))
+        raise ValueError(
+            f"{int((codes < 0).sum())} cells are of batches the model does not know "
+            f"({unknown[:5]}); it knows {list(model.batch_categories)}, fixed when it was "
+            f"built (build_model(batch_categories=...)). {hint}"
+        )
+    return codes.astype(np.int32)
 
-    n = x.shape[0]
-    out = np.empty((n, transform.output_dim), dtype=np.float32)
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        out[sl] = ops.convert_to_numpy(transform(_dense_rows(x, sl)))
-    return out
 
-
-def epoch_timer():
-    """A Keras callback that writes each epoch's wall time into its logs as ``seconds``.
-
-    :func:`train` always uses one (the ``seconds`` column of its history);
-    ``benchmarks/bench_training.py`` times the dense path with it too.
-
-    Returns
-    -------
-    A ``keras.callbacks.Callback``.
-    """
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["seconds"] = time.perf_counter() - self._t0
-
-    return EpochTimer()
+def _gex_counts(gex, layer: str | None):
+    """The raw GEX counts that ``gex_likelihood="nb"`` models (CSR or dense float32)."""
+    where = "X" if layer is None else f"layers[{layer!r}]"
+    if not _is_anndata(gex):
+        raise ValueError(
+            'gex_likelihood="nb" models the raw counts of the genes: pass gex as an AnnData '
+            'with them in layers["counts"] (or in the layer named by layer=).'
+        )
+    if layer is not None and layer not in gex.layers:
+        raise ValueError(
+            f'gex_likelihood="nb" models the raw counts of the genes, but gex.{where} is '
+            'missing: store them there (gex.layers["counts"] = the raw counts) or pass '
+            "layer= the layer that holds them (None: X)."
+        )
+    counts, _ = _as_matrix(gex.X if layer is None else gex.layers[layer], "gex", layer=None)
+    values = counts.data if sp.issparse(counts) else counts
+    if (values < 0).any() or not np.array_equal(values, np.round(values)):
+        raise ValueError(
+            f'gex_likelihood="nb" models raw counts, but gex.{where} holds negative or '
+            'non-integer values: put the raw counts in layers["counts"].'
+        )
+    return counts
 
 
 # ---------------------------------------------------------------------------- train
-def validation_split(
-    n_obs: int, *, validation_fraction: float = 0.1, seed: int | None = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """The cells :func:`train` trains on and holds out, chosen at random with ``seed``.
-
-    Parameters
-    ----------
-    n_obs
-        Number of cells.
-    validation_fraction
-        Fraction held out, in [0, 1); rounded, and at least one cell when > 0.
-    seed
-        Seed of the choice.
-
-    Returns
-    -------
-    ``(train_rows, val_rows)``: sorted int64 row indices, disjoint, covering all cells.
-    """
-    if not isinstance(validation_fraction, numbers.Real) or not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
-    perm = np.random.default_rng(seed).permutation(n_obs)
-    n_val = 0
-    if validation_fraction > 0:
-        n_val = min(max(int(round(n_obs * validation_fraction)), 1), n_obs - 1)
-    if n_obs - n_val < 1:
-        raise ValueError(f"Not enough cells ({n_obs}) to train on.")
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
 def train(
     model: MultiModalAutoencoder,
     gex,
@@ -317,6 +267,7 @@ def train(
     lr_schedule: str = "constant",
     seed: int | None = 0,
     layer: str | None = "counts",
+    batch_key: str = "batch",
     jit_compile: bool = False,
     steps_per_execution: int = 8,
     deterministic: bool = True,
@@ -330,7 +281,12 @@ def train(
     ``"log"`` / ``"binary"``, e.g. the default ``"jae"`` preset's SVD components) gets
     its transforms fitted on all the cells of its first ``train`` call (unsupervised, as
     the PCA baselines are); with ``latent_scaling="block"`` the embedding's two scaling
-    factors are set from these cells' codes after training.
+    factors are set from these cells' codes after training. What is minimised is
+    ``gex_loss_weight * GEX loss + atac_loss_weight * ATAC loss`` (+ ``adversarial_batch *``
+    the batch classifier's cross-entropy, whose gradient the encoders receive reversed),
+    each loss the model's likelihood of its targets: the inputs as the network sees them
+    under ``"mse"``, the selected genes' raw counts under ``gex_likelihood="nb"``, the
+    binarised peaks under the Bernoulli likelihood.
 
     Parameters
     ----------
@@ -364,7 +320,12 @@ def train(
         the same seed (and the same ``build_model(seed=...)``) gives the same model and
         embedding.
     layer
-        Layer of raw counts when AnnData are passed.
+        Layer of raw counts when AnnData are passed (also the counts that
+        ``gex_likelihood="nb"`` models).
+    batch_key
+        Column of ``gex.obs`` (or ``atac.obs``) holding each cell's batch, read only when
+        the model reads batches (``batch_conditioning``, ``adversarial_batch``); every
+        batch must be one of ``model.batch_categories``.
     jit_compile
         Compile the training step with XLA, which fuses the optimizer update and the
         element-wise loss ops. Without XLA (the default) the update runs as TensorFlow's
@@ -388,9 +349,11 @@ def train(
     Returns
     -------
     A ``pandas.DataFrame`` indexed by epoch (from 1) with the columns of
-    :data:`HISTORY_COLUMNS`: ``loss`` (weighted total), ``gex_loss`` (GEX MSE),
-    ``atac_loss`` (ATAC BCE), the same with ``val_`` on the validation cells, and
-    ``seconds`` per epoch. ``attrs`` hold ``best_epoch`` (whose weights the model now
+    :data:`HISTORY_COLUMNS`: ``loss`` (weighted total), ``gex_loss`` and ``atac_loss``
+    (the unweighted losses of the modalities, named by ``model.config.loss_label``: GEX
+    MSE or NB negative log-likelihood, ATAC BCE or MSE), ``batch_loss`` (the batch
+    classifier's cross-entropy, with ``adversarial_batch``), the same with ``val_`` on the
+    validation cells, and ``seconds`` per epoch. ``attrs`` hold ``best_epoch`` (whose weights the model now
     has, when early stopping is on), ``monitor``, ``n_train``, ``n_val`` and ``options``
     (the training options above, to train again alike). When AnnData
     are passed and the model has no feature names yet, ``model.gex_features`` /
@@ -405,11 +368,13 @@ def train(
         learning_rate=learning_rate,
         lr_schedule=lr_schedule,
     )
-    gex, atac, n_obs = _prepare_inputs(model, gex, atac, layer=layer, tune_memory=tune_memory)
-    plan = _split(
-        n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
+    data = _prepare_inputs(
+        model, gex, atac, layer=layer, batch_key=batch_key, tune_memory=tune_memory
     )
-    _build_datasets(plan, model, gex, atac, batch_size=batch_size)
+    plan = _split(
+        data.n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
+    )
+    _build_datasets(plan, model, data, batch_size=batch_size)
     _compile(
         model,
         learning_rate=learning_rate,
@@ -433,11 +398,24 @@ def train(
         "patience": None if patience is None else int(patience),
         "min_delta": float(min_delta),
         "lr_schedule": lr_schedule,
+        "batch_key": batch_key,
     }
-    return _finish(model, history, plan, options, gex, atac, n_obs)
+    return _finish(model, history, plan, options, data)
 
 
 # ---------------------------------------------------------------------------- train's steps
+@dataclass
+class _TrainData:
+    """The arrays :func:`train` feeds, as :func:`_prepare_inputs` makes them."""
+
+    gex: object  # model inputs: CSR float32 or dense
+    atac: object
+    n_obs: int
+    batch: np.ndarray | None = None  # int32 codes into model.batch_categories
+    counts: object = None  # raw GEX counts (gex_likelihood="nb")
+    library: np.ndarray | None = None  # their row sums, float32
+
+
 @dataclass
 class _TrainPlan:
     """What :func:`train` hands ``model.fit``, filled in step by step."""
@@ -474,7 +452,7 @@ def _check_options(
     """Check :func:`train`'s options (in this order); returns ``(batch_size, learning_rate)``."""
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     if (
         isinstance(steps_per_execution, bool)
         or not isinstance(steps_per_execution, numbers.Integral)
@@ -495,10 +473,17 @@ def _check_options(
     return batch_size, learning_rate
 
 
-def _prepare_inputs(model, gex, atac, *, layer, tune_memory):
-    """Model inputs from the data (recording AnnData feature names), the allocator tuned,
-    the input transforms fitted on all cells if not yet; returns ``(gex, atac, n_obs)``."""
-    gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, record_features=True)
+def _prepare_inputs(model, gex, atac, *, layer, batch_key, tune_memory) -> _TrainData:
+    """Model inputs from the data (recording AnnData feature names), the batch codes and
+    counts the model needs, the allocator tuned, the input transforms fitted on all cells
+    if not yet."""
+    data = _TrainData(*_prepare(model, gex, atac, layer=layer, record_features=True))
+    if model.needs_batch:
+        hint = "Build the model with every batch it is trained on."
+        data.batch = _batch_codes(model, gex, atac, data.n_obs, batch_key=batch_key, hint=hint)
+    if model.gex_likelihood == "nb":  # library sizes once, as sparse row sums
+        data.counts = _gex_counts(gex, layer)
+        data.library = np.asarray(data.counts.sum(axis=1), dtype=np.float32).ravel()
     if tune_memory:
         tune_malloc()
     if not model.transforms_fitted:
@@ -506,11 +491,11 @@ def _prepare_inputs(model, gex, atac, *, layer, tune_memory):
             "fitting the input transforms (GEX %s, ATAC %s) on %d cells",
             model.gex_input,
             model.atac_input,
-            n_obs,
+            data.n_obs,
         )
-        model.gex_transform.fit(gex)
-        model.atac_transform.fit(atac)
-    return gex, atac, n_obs
+        model.gex_transform.fit(data.gex)
+        model.atac_transform.fit(data.atac)
+    return data
 
 
 def _split(n_obs, *, validation_fraction, seed, deterministic) -> _TrainPlan:
@@ -524,16 +509,20 @@ def _split(n_obs, *, validation_fraction, seed, deterministic) -> _TrainPlan:
     return _TrainPlan(train_rows, val_rows, data_seed)
 
 
-def _build_datasets(plan: _TrainPlan, model, gex, atac, *, batch_size: int) -> None:
+def _build_datasets(plan: _TrainPlan, model, data: _TrainData, *, batch_size: int) -> None:
     """The shuffled training and the ordered validation pipelines, into ``plan``."""
     # SVD inputs are a fixed projection: project every cell once (cells x components,
     # small and dense) and train on that, instead of densifying and projecting thousands
     # of features for every batch of every epoch.
-    fed = {"gex": gex, "atac": atac}
+    fed = {"gex": data.gex, "atac": data.atac}
     transforms = {"gex": model.gex_transform, "atac": model.atac_transform}
     plan.pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
     for name in plan.pretransformed:
-        fed[name] = _transformed(transforms[name], fed[name])
+        fed[name] = projected(transforms[name], fed[name])
+    # what the options need besides the inputs (each None when not needed)
+    extra = {"batch": data.batch, "gex_target": data.counts, "library": data.library}
+    if model.likelihoods["atac"] == "bernoulli" and "atac" in plan.pretransformed:
+        extra["atac_target"] = data.atac  # the binarised peaks, not their projection
     plan.train_ds = make_dataset(
         fed["gex"],
         fed["atac"],
@@ -541,6 +530,7 @@ def _build_datasets(plan: _TrainPlan, model, gex, atac, *, batch_size: int) -> N
         batch_size=batch_size,
         shuffle=True,
         seed=plan.data_seed,
+        **extra,
     )
     plan.val_ds = (
         make_dataset(
@@ -549,6 +539,7 @@ def _build_datasets(plan: _TrainPlan, model, gex, atac, *, batch_size: int) -> N
             plan.val_rows,
             batch_size=max(batch_size, 1024),
             shuffle=False,
+            **extra,
         )
         if plan.n_val
         else None
@@ -615,7 +606,7 @@ def _fit(model, plan: _TrainPlan, *, epochs, verbose):
         )
 
 
-def _finish(model, history, plan: _TrainPlan, options: dict, gex, atac, n_obs) -> pd.DataFrame:
+def _finish(model, history, plan: _TrainPlan, options: dict, data: _TrainData) -> pd.DataFrame:
     """The history as :func:`train` returns it; the block scale fitted if the model has one."""
     df = pd.DataFrame(history.history)
     df.index = pd.RangeIndex(1, len(df) + 1, name="epoch")
@@ -630,65 +621,14 @@ def _finish(model, history, plan: _TrainPlan, options: dict, gex, atac, n_obs) -
     df.attrs["n_val"] = plan.n_val
     df.attrs["options"] = options
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
-        z = _run_batches(model, "code", gex, atac, n_obs, "both", 1024, model.latent_dim)
+        z = run_batches(
+            model, "code", data.gex, data.atac, data.n_obs, "both", 1024, model.latent_dim
+        )
         model.block_scale.fit(z)
     return df
 
 
 # ---------------------------------------------------------------------------- inference
-_INFERENCE_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _inference_fn(model, what: str, missing: str | None = None):
-    """A cached ``tf.function`` running the frozen model (``training=False``)."""
-    import tensorflow as tf
-
-    fns = _INFERENCE_FNS.setdefault(model, {})
-    key = (what, missing)
-    if key not in fns:
-        spec = (
-            tf.TensorSpec((None, model.gex_dim), tf.float32),
-            tf.TensorSpec((None, model.atac_dim), tf.float32),
-        )
-        if what == "encode":  # the embedding (block-scaled if the model says so)
-
-            def fn(g, a):
-                return model.embedding({"gex": g, "atac": a}, missing=missing)
-        elif what == "code":  # the joint code the decoders read
-
-            def fn(g, a):
-                return model.encode({"gex": g, "atac": a}, training=False, missing=missing)
-        else:
-
-            def fn(g, a):
-                z = model.encode({"gex": g, "atac": a}, training=False, missing=missing)
-                return model.decode(z, training=False)[what]
-
-        fns[key] = tf.function(fn, input_signature=spec, autograph=False)
-    return fns[key]
-
-
-def _run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim):
-    missing = {"both": None, "gex": "atac", "atac": "gex"}[from_]
-    fn = _inference_fn(model, what, missing)
-    out = np.empty((n_obs, out_dim), dtype=np.float32)
-    for start in range(0, n_obs, batch_size):
-        sl = slice(start, min(start + batch_size, n_obs))
-        n = sl.stop - sl.start
-        g = (
-            _dense_rows(gex, sl)
-            if from_ in ("both", "gex")
-            else np.zeros((n, model.gex_dim), np.float32)
-        )
-        a = (
-            _dense_rows(atac, sl)
-            if from_ in ("both", "atac")
-            else np.zeros((n, model.atac_dim), np.float32)
-        )
-        out[sl] = fn(g, a).numpy()
-    return out
-
-
 def embed(
     model: MultiModalAutoencoder,
     gex,
@@ -724,14 +664,16 @@ def embed(
 
     Returns
     -------
-    ``np.ndarray`` of float32, cells x ``model.latent_dim`` (GEX part first). With
-    ``adata``, also sets ``adata.obsm[key_added]`` (default ``adata.obsm["X_mmae"]``).
+    ``np.ndarray`` of float32, cells x ``model.latent_dim`` (GEX part first with
+    ``fusion="concat"``). With ``adata``, also sets ``adata.obsm[key_added]`` (default
+    ``adata.obsm["X_mmae"]``). The encoders never read the batch, so cells of any batch,
+    seen in training or not, are embedded (no ``batch_key`` needed).
     """
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
     if adata is not None and adata.n_obs != n_obs:
         raise ValueError(f"adata has {adata.n_obs} cells but the inputs have {n_obs}.")
-    z = _run_batches(model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim)
+    z = run_batches(model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim)
     if adata is not None:
         adata.obsm[key_added] = z
     return z
@@ -747,6 +689,8 @@ def reconstruct(
     logits: bool = False,
     batch_size: int = 1024,
     layer: str | None = "counts",
+    batch_key: str = "batch",
+    batch=None,
 ) -> np.ndarray:
     """Reconstruct one modality from the joint code, in batches.
 
@@ -757,18 +701,30 @@ def reconstruct(
     gex, atac
         As in :func:`embed`; one may be ``None`` when ``from_`` names the other.
     modality
-        ``"gex"`` (log-normalised values) or ``"atac"`` (accessibility probabilities;
-        for models with ``atac_input="tfidf"`` or ``"svd"``, TF-IDF values instead,
-        see :meth:`~mmae_utils.model.InputTransform.inverse`).
+        ``"gex"``: log-normalised values (under ``gex_likelihood="nb"``,
+        ``log1p(profile * 1e4)`` of the decoder's softmax profile, see
+        :func:`~mmae_utils.likelihoods.log_normalized_mean`; under ``"mse"`` with
+        ``gex_input="standardize"`` / ``"svd"``, mapped back by
+        :meth:`~mmae_utils.model.InputTransform.inverse`). ``"atac"``: accessibility
+        probabilities under the Bernoulli likelihood (``atac_input="binary"`` or
+        ``atac_likelihood="bernoulli"``), else TF-IDF values (see
+        :meth:`~mmae_utils.model.InputTransform.inverse`).
     from_
         ``"both"``, or ``"gex"`` / ``"atac"`` to predict from one modality alone (the
         other zeroed), e.g. ATAC from GEX.
     logits
-        For ATAC under binary cross-entropy, return logits instead of probabilities.
+        Under a count likelihood, return the decoder's raw output instead: ATAC logits,
+        or the logits of the GEX softmax profile.
     batch_size
         Cells processed at once.
     layer
         Layer of raw counts when AnnData are passed.
+    batch_key, batch
+        For a model with ``batch_conditioning``, the batch each cell is decoded as:
+        ``batch`` (one label for all cells, or one per cell) if given, else
+        ``obs[batch_key]`` of ``gex`` (or ``atac``). Each must be one of
+        ``model.batch_categories``: decode cells of an unseen batch as a known one.
+        Not read for other models.
 
     Returns
     -------
@@ -777,15 +733,26 @@ def reconstruct(
     """
     if modality not in ("gex", "atac"):
         raise ValueError(f'modality must be "gex" or "atac", got {modality!r}.')
-    batch_size = _check_batch_size(batch_size)
-    gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
+    batch_size = check_batch_size(batch_size)
+    x_gex, x_atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
+    codes = None
+    if model.batch_conditioning:
+        hint = "Embedding needs no batch; to decode, pass batch= one of the known batches."
+        codes = _batch_codes(model, gex, atac, n_obs, batch_key=batch_key, batch=batch, hint=hint)
+    dim = model.output_dim(modality)
+    out = run_batches(model, modality, x_gex, x_atac, n_obs, from_, batch_size, dim, codes)
+    likelihood = model.likelihoods[modality]
+    if likelihood == "nb":
+        return out if logits else log_normalized_mean(out)
+    if likelihood == "bernoulli":
+        return out if logits else _sigmoid(out)
     transform = model.gex_transform if modality == "gex" else model.atac_transform
-    out = _run_batches(model, modality, gex, atac, n_obs, from_, batch_size, transform.output_dim)
     if not transform.identity:
         return transform.inverse(out).astype(np.float32, copy=False)
-    if modality == "atac" and not logits:
-        # numerically stable sigmoid, in place
-        pos = out >= 0
-        e = np.exp(-np.abs(out))
-        out = np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
     return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float32."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)

@@ -1,0 +1,324 @@
+"""The arrays-to-tensors side of training: ``tf.data`` batches and batched inference.
+
+Everything here takes CSR float32 matrices or dense arrays (never AnnData: turning AnnData
+into these arrays is :mod:`mmae_utils.training`'s job, which re-exports the public names):
+
+- :func:`make_dataset`: the seeded, shuffled ``tf.data`` pipeline that densifies one batch
+  at a time (inputs, and the targets, batch codes and library sizes the options need);
+- :func:`validation_split`: the cells trained on and held out;
+- :func:`projected`: a fixed input transform applied to all rows, batch by batch;
+- :func:`run_batches`: the frozen model (embedding, code or one decoder) over all rows;
+- :func:`epoch_timer`: the callback behind the history's ``seconds``;
+- :func:`dense_rows`, :func:`check_batch_size`: the small helpers they share.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+import weakref
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import MODALITIES
+
+__all__ = [
+    "check_batch_size",
+    "dense_rows",
+    "epoch_timer",
+    "make_dataset",
+    "projected",
+    "run_batches",
+    "validation_split",
+]
+
+
+def dense_rows(x, rows) -> np.ndarray | None:
+    """Rows ``rows`` (indices or a slice) of ``x`` as a dense C-contiguous array.
+
+    CSR matrices are densified (float32); 1-D arrays (batch codes, library sizes) are
+    indexed. ``None`` stays ``None``.
+
+    Returns
+    -------
+    ``np.ndarray`` (or ``None``).
+    """
+    if x is None:
+        return None
+    if sp.issparse(x):
+        return x[rows].toarray()
+    return np.ascontiguousarray(x[rows])
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size`` as a positive ``int``; ``TypeError`` / ``ValueError`` otherwise.
+
+    Returns
+    -------
+    The ``int``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    return int(batch_size)
+
+
+def _spec(name: str, x):
+    import tensorflow as tf
+
+    if name == "batch":
+        return tf.TensorSpec((None,), tf.int32)
+    if name == "library":
+        return tf.TensorSpec((None,), tf.float32)
+    return tf.TensorSpec((None, x.shape[1]), tf.float32)
+
+
+def _pair(names):
+    """The ``(inputs, targets)`` dicts of a batch from the tuple of ``names``' tensors."""
+
+    def pair(*tensors):
+        t = dict(zip(names, tensors, strict=True))
+        x = {"gex": t["gex"], "atac": t["atac"]}
+        if "batch" in t:
+            x["batch"] = t["batch"]
+        y = {"gex": t.get("gex_target", t["gex"]), "atac": t.get("atac_target", t["atac"])}
+        if "library" in t:
+            y["library"] = t["library"]
+        return x, y
+
+    return pair
+
+
+def make_dataset(
+    gex,
+    atac,
+    rows,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None = 0,
+    batch=None,
+    gex_target=None,
+    atac_target=None,
+    library=None,
+):
+    """``tf.data`` pipeline of ``(inputs, targets)`` dense batches.
+
+    Only one batch at a time is densified (from CSR rows, with SciPy); the full matrices
+    stay sparse. With ``shuffle`` the rows are permuted anew at every pass (epoch) by a
+    NumPy generator seeded with ``seed``, so the same seed gives the same batch order.
+
+    Parameters
+    ----------
+    gex, atac
+        CSR float32 matrices or C-contiguous float32 arrays with the same rows: the model
+        inputs.
+    rows
+        Row indices to iterate over (e.g. the training split).
+    batch_size
+        Cells per batch (the last batch may be smaller).
+    shuffle
+        Permute ``rows`` at every pass.
+    seed
+        Seed of the permutations.
+    batch
+        Each cell's batch code (int32 array), given as ``inputs["batch"]``; ``None``: none.
+    gex_target, atac_target
+        Targets other than the inputs (same rows): the raw counts of
+        ``gex_likelihood="nb"``, the binarised peaks of ``atac_likelihood="bernoulli"``
+        when the input is their projection. ``None``: the input is the target.
+    library
+        Each cell's library size (float32 array), given as ``targets["library"]``.
+
+    Returns
+    -------
+    A ``tf.data.Dataset`` of known cardinality yielding ``({"gex", "atac"[, "batch"]},
+    {"gex", "atac"[, "library"]})``; without the optional arrays, inputs and targets are
+    the same tensors. Its options turn tf.data's autotuning off (see
+    ``benchmarks/README.md``, Training: with it on, starting an epoch could wait up to
+    10 s for the previous epoch's iterator to shut down).
+    """
+    import tensorflow as tf
+
+    sources = {"gex": gex, "atac": atac, "batch": batch, "gex_target": gex_target}
+    sources |= {"atac_target": atac_target, "library": library}
+    sources = {name: x for name, x in sources.items() if x is not None}
+    rows = np.asarray(rows, dtype=np.int64)
+    n_batches = math.ceil(len(rows) / batch_size)
+    rng = np.random.default_rng(seed)
+
+    def batches():
+        order = rng.permutation(rows) if shuffle else rows
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield tuple(dense_rows(x, idx) for x in sources.values())
+
+    ds = tf.data.Dataset.from_generator(
+        batches, output_signature=tuple(_spec(name, x) for name, x in sources.items())
+    )
+    ds = ds.map(_pair(tuple(sources)))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+    # No tf.data autotuning: its model thread sleeps for up to 10 s between rounds, and
+    # deleting an iterator waits for it, so every new epoch (Keras makes a new iterator)
+    # stalled for up to 10 s (measured: 8-10 s in about half the epochs at full scale, a
+    # 20 s epoch instead of 11 s). Nothing here has a parallelism or buffer to tune.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(2).with_options(options)
+
+
+def projected(transform, x, batch_size: int = 4096) -> np.ndarray:
+    """``transform`` (an input transform) applied to all rows of ``x`` (CSR or dense), in
+    batches.
+
+    Returns
+    -------
+    Dense float32 array, rows x ``transform.output_dim``.
+    """
+    from keras import ops
+
+    n = x.shape[0]
+    out = np.empty((n, transform.output_dim), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        out[sl] = ops.convert_to_numpy(transform(dense_rows(x, sl)))
+    return out
+
+
+def epoch_timer():
+    """A Keras callback that writes each epoch's wall time into its logs as ``seconds``.
+
+    :func:`mmae_utils.training.train` always uses one (the ``seconds`` column of its
+    history); ``benchmarks/bench_training.py`` times the dense path with it too.
+
+    Returns
+    -------
+    A ``keras.callbacks.Callback``.
+    """
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["seconds"] = time.perf_counter() - self._t0
+
+    return EpochTimer()
+
+
+def validation_split(
+    n_obs: int, *, validation_fraction: float = 0.1, seed: int | None = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cells :func:`~mmae_utils.training.train` trains on and holds out, chosen at
+    random with ``seed``.
+
+    Parameters
+    ----------
+    n_obs
+        Number of cells.
+    validation_fraction
+        Fraction held out, in [0, 1); rounded, and at least one cell when > 0.
+    seed
+        Seed of the choice.
+
+    Returns
+    -------
+    ``(train_rows, val_rows)``: sorted int64 row indices, disjoint, covering all cells.
+    """
+    if not isinstance(validation_fraction, numbers.Real) or not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}.")
+    perm = np.random.default_rng(seed).permutation(n_obs)
+    n_val = 0
+    if validation_fraction > 0:
+        n_val = min(max(int(round(n_obs * validation_fraction)), 1), n_obs - 1)
+    if n_obs - n_val < 1:
+        raise ValueError(f"Not enough cells ({n_obs}) to train on.")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ---------------------------------------------------------------------------- inference
+_INFERENCE_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _inference_fn(model, what: str, missing: str | None = None):
+    """A cached ``tf.function`` running the frozen model (``training=False``); decoders of
+    a batch-conditioned model take the batch codes as a third argument."""
+    import tensorflow as tf
+
+    fns = _INFERENCE_FNS.setdefault(model, {})
+    key = (what, missing)
+    if key not in fns:
+        spec = [
+            tf.TensorSpec((None, model.gex_dim), tf.float32),
+            tf.TensorSpec((None, model.atac_dim), tf.float32),
+        ]
+        if what == "encode":  # the embedding (block-scaled if the model says so)
+
+            def fn(g, a):
+                return model.embedding({"gex": g, "atac": a}, missing=missing)
+        elif what == "code":  # the joint code the decoders read
+
+            def fn(g, a):
+                return model.encode({"gex": g, "atac": a}, training=False, missing=missing)
+        elif model.batch_conditioning:
+            spec.append(tf.TensorSpec((None,), tf.int32))
+
+            def fn(g, a, b):
+                z = model.encode({"gex": g, "atac": a}, training=False, missing=missing)
+                return model.decode(z, training=False, batch=b)[what]
+        else:
+
+            def fn(g, a):
+                z = model.encode({"gex": g, "atac": a}, training=False, missing=missing)
+                return model.decode(z, training=False)[what]
+
+        fns[key] = tf.function(fn, input_signature=spec, autograph=False)
+    return fns[key]
+
+
+def run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch=None):
+    """The frozen model over all ``n_obs`` rows, ``batch_size`` at a time.
+
+    Parameters
+    ----------
+    model
+        A :class:`~mmae_utils.model.MultiModalAutoencoder`.
+    what
+        ``"encode"`` (the embedding), ``"code"`` (the joint code) or a modality (its
+        decoder's output).
+    gex, atac
+        Model inputs (CSR or dense); the one ``from_`` leaves out may be ``None`` (zeros).
+    n_obs, from_, batch_size, out_dim
+        Rows, ``"both"`` / ``"gex"`` / ``"atac"``, rows per step, width of the output.
+    batch
+        Batch codes (int32, one per row), for the decoders of a batch-conditioned model.
+
+    Returns
+    -------
+    Dense float32 array, ``n_obs`` x ``out_dim``.
+    """
+    missing = {"both": None, "gex": "atac", "atac": "gex"}[from_]
+    fn = _inference_fn(model, what, missing)
+    with_batch = what in MODALITIES and model.batch_conditioning
+    out = np.empty((n_obs, out_dim), dtype=np.float32)
+    for start in range(0, n_obs, batch_size):
+        sl = slice(start, min(start + batch_size, n_obs))
+        n = sl.stop - sl.start
+        g = (
+            dense_rows(gex, sl)
+            if from_ in ("both", "gex")
+            else np.zeros((n, model.gex_dim), np.float32)
+        )
+        a = (
+            dense_rows(atac, sl)
+            if from_ in ("both", "atac")
+            else np.zeros((n, model.atac_dim), np.float32)
+        )
+        args = (g, a, batch[sl]) if with_batch else (g, a)
+        out[sl] = fn(*args).numpy()
+    return out
