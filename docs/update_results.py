@@ -4,7 +4,8 @@
     python docs/update_results.py --check        # exit 1 if the README differs from docs/results
 
 With a report folder (``make report`` on the defaults), the script copies its
-``metrics_seeds.csv``, ``params.json`` and ``timings.json`` into ``docs/results/`` and its
+``metrics_seeds.csv``, ``params.json`` (without ``RUN_DIR``) and ``timings.json`` into
+``docs/results/`` and its
 figures into ``docs/``; then (and with ``--check``) it renders the README's results block,
 between the ``<!-- results:begin -->`` and ``<!-- results:end -->`` lines, from
 ``docs/results/`` alone. ``tests/test_docs.py`` fails when the README and ``docs/results``
@@ -59,6 +60,9 @@ def copy_report(report: Path) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copyfile(report / name, RESULTS / name)
+    params = json.loads((report / "params.json").read_text())
+    params.pop("RUN_DIR", None)  # a path on the machine that ran it
+    (RESULTS / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     for src, dst in FIGURES.items():
         shutil.copyfile(report / "figures" / src, ROOT / "docs" / dst)
 

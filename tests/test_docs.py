@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mmae_utils.report import REPORT_DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,7 +30,8 @@ def test_readme_results_are_generated_from_docs_results(gen):
 def test_docs_results_come_from_a_default_demo_report(gen):
     params = json.loads((gen.RESULTS / "params.json").read_text())
     assert params["DATA"] == "demo"
-    assert set(params) <= {"DATA", "RUN_DIR", "N_SEEDS"}, params  # defaults only
+    assert set(params) <= {"DATA", "N_SEEDS"}, params  # defaults only
+    assert params["N_SEEDS"] == REPORT_DEFAULTS["N_SEEDS"]
     per_seed = pd.read_csv(gen.RESULTS / "metrics_seeds.csv", index_col=[0, 1])
     assert per_seed.index.get_level_values("seed").nunique() == params["N_SEEDS"]
     for figure in gen.FIGURES.values():
