@@ -442,7 +442,7 @@ def _difference_panel_axes(ax, score: str, reference: str) -> None:
     """Zero line, ticks and title of the panel of differences to ``reference``."""
     ax.axvline(0, color="black", lw=0.8)
     ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-    ax.set_title(f"{score} minus {reference}")
+    ax.set_title(f"{score} minus {reference} (95 % CI)")
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -457,7 +457,8 @@ def seed_scores(
     """Scores of every method over seeds: one dot per seed, the mean ± sd beside them.
 
     With a ``reference`` method in the table, a last panel zooms in on what matters: each
-    method's ``scores[0]`` minus the reference's, seed by seed (0 marked).
+    method's ``scores[0]`` minus the reference's, seed by seed (0 marked), with the mean
+    and the 95 % t interval that :func:`~mmae_utils.report.verdict` judges by.
 
     Parameters
     ----------
@@ -512,7 +513,11 @@ def seed_scores(
                 - table.xs(reference, level="method")[scores[0]]
             ).dropna()
             color = colors.get(method, "0.55")
-            _dots_and_mean(ax, y, per_seed, d["mean"], d["sd"], color, rng)
+            half = d["ci_high"] - d["mean"]  # the verdict's 95 % t interval (NaN: one seed)
+            _dots_and_mean(ax, y, per_seed, d["mean"], half, color, rng)
         _difference_panel_axes(ax, scores[0], reference)
-    fig.suptitle(f"Scores over {n_seeds} seed{'s' if n_seeds != 1 else ''} (dots), mean ± sd")
+    title = f"Scores over {n_seeds} seed{'s' if n_seeds != 1 else ''} (dots), mean ± sd"
+    if diff_panel:
+        title += "; differences: mean and 95 % CI, paired by seed"
+    fig.suptitle(title)
     return save_figure(fig, save)

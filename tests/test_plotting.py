@@ -242,7 +242,7 @@ def test_seed_scores_panels_and_differences(tmp_path):
     fig = plotting.seed_scores(table, save=tmp_path / "seeds.png")
     assert (tmp_path / "seeds.png").exists()
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["overall", "NMI", "ARI", "overall minus pca_concat"]
+    assert titles == ["overall", "NMI", "ARI", "overall minus pca_concat (95 % CI)"]
     # methods ordered by mean overall, best on top (last y tick)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["random", "pca_concat", "mmae"]
     # the difference panel holds the three per-seed differences of mmae: 0.02, 0.03, 0.04
@@ -251,4 +251,11 @@ def test_seed_scores_panels_and_differences(tmp_path):
     dots = [c for c in fig.axes[3].collections if isinstance(c, PathCollection)]
     xs = np.concatenate([c.get_offsets()[:, 0] for c in dots])
     np.testing.assert_allclose(np.sort(xs), [0.02, 0.03, 0.04], atol=1e-9)
+    # its bar is the 95 % t interval of those differences (what the verdict judges by)
+    from scipy import stats
+
+    (bar,) = fig.axes[3].containers
+    (segment,) = bar.lines[2][0].get_segments()
+    half = stats.t.ppf(0.975, 2) * np.std([0.02, 0.03, 0.04], ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(segment[:, 0], [0.03 - half, 0.03 + half], atol=1e-9)
     assert len(plotting.seed_scores(table, reference=None).axes) == 3
