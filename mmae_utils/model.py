@@ -198,6 +198,7 @@ class MultiModalAutoencoder(keras.Model):
         self.atac_loss_tracker = keras.metrics.Mean(name="atac_loss")
         if self.adversarial_batch > 0:
             self.batch_loss_tracker = keras.metrics.Mean(name="batch_loss")
+            self.recon_loss_tracker = keras.metrics.Mean(name="recon_loss")
 
     def _needed_categories(self, categories) -> tuple[str, ...] | None:
         categories = check_categories(categories)
@@ -573,7 +574,7 @@ class MultiModalAutoencoder(keras.Model):
         Each term is averaged over features then cells (weighted by ``sample_weight`` if
         given); the batch loss is the classifier's cross-entropy on ``x["batch"]``. The
         unweighted terms are tracked as the metrics ``gex_loss``, ``atac_loss`` (and
-        ``batch_loss``), averaged over the cells of an epoch like Keras' ``loss``, so
+        ``batch_loss``, with the weighted reconstruction alone as ``recon_loss``), averaged over the cells of an epoch like Keras' ``loss``, so
         they appear in the progress bar and the history next to ``loss`` (and with
         ``val_`` on validation data). :meth:`~mmae_utils.config.ModelConfig.loss_label`
         names them.
@@ -592,6 +593,7 @@ class MultiModalAutoencoder(keras.Model):
             batch_cell = batch_cross_entropy_per_cell(codes, y_pred["batch_logits"])
             batch_loss = self._mean(batch_cell, sample_weight)
             self.batch_loss_tracker.update_state(batch_loss, sample_weight=n)
+            self.recon_loss_tracker.update_state(total, sample_weight=n)
             total = total + self.adversarial_batch * batch_loss
         if self.losses:  # regularisation terms added by layers, if any
             total = total + ops.sum(self.losses)

@@ -73,20 +73,23 @@ __all__ = [
 ]
 
 #: Columns of the history returned by :func:`train`, in order (``val_*`` only with a
-#: validation split, ``batch_loss`` only with ``adversarial_batch``). ``gex_loss`` and
+#: validation split, ``batch_loss`` and ``recon_loss`` only with ``adversarial_batch``). ``gex_loss`` and
 #: ``atac_loss`` are the unweighted losses of the modalities (as the model's config names
 #: them, :meth:`~mmae_utils.config.ModelConfig.loss_label`: by default the GEX mean squared
 #: error and the ATAC binary cross-entropy), ``batch_loss`` the batch classifier's
-#: cross-entropy; ``loss`` is their weighted sum.
+#: cross-entropy, ``recon_loss`` the weighted reconstruction alone (what early stopping
+#: watches then); ``loss`` is the weighted sum of all.
 HISTORY_COLUMNS = (
     "loss",
     "gex_loss",
     "atac_loss",
     "batch_loss",
+    "recon_loss",
     "val_loss",
     "val_gex_loss",
     "val_atac_loss",
     "val_batch_loss",
+    "val_recon_loss",
     "seconds",
 )
 
@@ -374,6 +377,7 @@ def train(
     plan = _split(
         data.n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
     )
+    plan.adversarial = model.adversarial_batch > 0
     _build_datasets(plan, model, data, batch_size=batch_size)
     _compile(
         model,
@@ -428,6 +432,7 @@ class _TrainPlan:
     val_ds: object = None
     callbacks: list = field(default_factory=list)
     early: object = None  # the EarlyStopping callback, if any
+    adversarial: bool = False  # the loss includes a batch classifier the encoders fight
 
     @property
     def n_val(self) -> int:
@@ -435,8 +440,11 @@ class _TrainPlan:
 
     @property
     def monitor(self) -> str:
-        """The loss that early stopping and the plateau schedule watch."""
-        return "val_loss" if self.n_val else "loss"
+        """The loss that early stopping and the plateau schedule watch: the total, or with
+        an adversarial batch classifier the reconstruction alone (``recon_loss``: the
+        encoders push the classifier's term up, so the total is no measure of progress)."""
+        name = "recon_loss" if self.adversarial else "loss"
+        return f"val_{name}" if self.n_val else name
 
 
 def _check_options(

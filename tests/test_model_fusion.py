@@ -193,6 +193,9 @@ def test_adversarial_batch_loss_is_weighted_into_the_total_and_logged(bmmc):
     expected = 0.5 * history["gex_loss"] + 0.5 * history["atac_loss"]
     expected += 0.7 * history["batch_loss"]
     np.testing.assert_allclose(history["loss"], expected, rtol=1e-4)
+    recon = 0.5 * history["val_gex_loss"] + 0.5 * history["val_atac_loss"]
+    np.testing.assert_allclose(history["val_recon_loss"], recon, rtol=1e-4)
+    assert history.attrs["monitor"] == "val_recon_loss"  # the classifier's term is fought
     assert "batch_loss" not in train(
         build_model(gex.n_vars, atac.n_vars, preset="seed", **TINY), gex, atac, epochs=1,
         patience=None, verbose=0,

@@ -200,7 +200,7 @@ def _expression_linearity(mech) -> float:
         batch_effect=1.0, modality_bias=0.6, atac_density=1.0, noise=1.0, mechanisms=mech,
     )  # fmt: skip
     rows = slice(0, d.obs.shape[0])
-    logit = _counts._gex_logits(d, rows, _counts._atac_logits(d, rows))
+    logit = _counts.gex_logits(d, rows, _counts.atac_logits(d, rows))
     e = d.effects
     group = d.batch_codes * e.n_lineages + e.lineage_codes
     onehot = np.eye(group.max() + 1)[group]

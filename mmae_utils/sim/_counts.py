@@ -31,7 +31,7 @@ def _saturate(u: np.ndarray, share: float) -> np.ndarray:
     return (1 - share) * u + share * np.tanh(u)
 
 
-def _atac_logits(d: Design, rows: slice) -> np.ndarray:
+def atac_logits(d: Design, rows: slice) -> np.ndarray:
     """Logits of accessibility for the block's cells (before the background fragments)."""
     e = d.effects
     la = d.atac_base + _saturate(d.z_atac[rows] @ d.atac_w.T, e.nonlinearity)
@@ -45,7 +45,7 @@ def _atac_logits(d: Design, rows: slice) -> np.ndarray:
     return la
 
 
-def _gex_logits(d: Design, rows: slice, la: np.ndarray) -> np.ndarray:
+def gex_logits(d: Design, rows: slice, la: np.ndarray) -> np.ndarray:
     """Log expression profile (up to a constant) of the block's cells."""
     e = d.effects
     z = d.z_gex[rows]
@@ -83,8 +83,8 @@ def _simulate_block(d: Design, rows: slice, rng: np.random.Generator):
     GEX is negative binomial around a softmax profile times the library size; ATAC is
     Bernoulli accessibility, then fragment counts of mostly 1 and 2.
     """
-    la = _atac_logits(d, rows)
-    mean = _gex_means(d, rows, _gex_logits(d, rows, la))
+    la = atac_logits(d, rows)
+    mean = _gex_means(d, rows, gex_logits(d, rows, la))
     theta = d.gex_theta
     lam = rng.gamma(theta, 1.0, size=mean.shape).astype(np.float32) * (mean / theta)
     gex = sp.csr_matrix(rng.poisson(lam).astype(np.float32))
