@@ -22,31 +22,51 @@ def save_figure(fig, save: str | os.PathLike | None):
     return fig
 
 
+def _cells_per(adata: ad.AnnData, key: str):
+    """One panel: the number of cells of each value of ``obs[key]``, largest on top."""
+    counts = adata.obs[key].value_counts()
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.25 * len(counts) + 1)))
+    ax.barh(counts.index.astype(str)[::-1], counts.to_numpy()[::-1], color="grey")
+    ax.set_xlabel("cells")
+    ax.set_title(f"cells per {key} (n = {adata.n_obs:,})")
+    fig.tight_layout()
+    return fig
+
+
 def composition(
     adata: ad.AnnData,
     *,
-    label_key: str = "cell_type",
-    batch_key: str = "batch",
+    label_key: str | None = "cell_type",
+    batch_key: str | None = "batch",
     save: str | os.PathLike | None = None,
 ):
     """Cell-type composition of each batch (stacked bars) and cells per cell type.
+
+    Without cell-type labels (``label_key=None``) it shows the cells per batch, without
+    batches (``batch_key=None``) the cells per cell type.
 
     Parameters
     ----------
     adata
         Any AnnData with ``obs[label_key]`` and ``obs[batch_key]``.
     label_key, batch_key
-        ``obs`` columns.
+        ``obs`` columns, or ``None`` (not both).
     save
         Write the figure there (atomically) as well.
 
     Returns
     -------
-    The matplotlib figure.
+    The matplotlib figure: two axes (composition, cells per cell type) with both keys, one
+    (cells per value) with one of them.
     """
-    for key in (label_key, batch_key):
+    keys = [key for key in (label_key, batch_key) if key is not None]
+    if not keys:
+        raise ValueError("label_key and batch_key are both None: there is nothing to count.")
+    for key in keys:
         if key not in adata.obs:
-            raise KeyError(f"obs[{key!r}] is missing.")
+            raise KeyError(f"obs[{key!r}] is missing (pass None if the data have no such column).")
+    if len(keys) == 1:
+        return save_figure(_cells_per(adata, keys[0]), save)
     table = pd.crosstab(adata.obs[batch_key], adata.obs[label_key], normalize="index")
     counts = adata.obs[label_key].value_counts()
     table = table[counts.index]

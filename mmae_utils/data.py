@@ -34,6 +34,7 @@ __all__ = [
     "MultiomeError",
     "FORMATS",
     "ValidationReport",
+    "annotation_keys",
     "combine_selected",
     "feature_types",
     "file_format",
@@ -573,6 +574,48 @@ def combine_selected(
     cols = [c for c in ("feature_types", "gene_id") if c in out.var]
     out.var = out.var[cols]
     return out
+
+
+def annotation_keys(
+    adata: ad.AnnData, *, label_key: str | None = "cell_type", batch_key: str | None = "batch"
+) -> tuple[str | None, str | None]:
+    """The cell-type and batch columns the data have: each key, or ``None`` without it.
+
+    Most users' data have no cell-type labels, some no batches: the tutorial then goes on
+    without them (the metrics that need them are skipped). A key that names no column of
+    ``obs``, or a column with no value, warns once and counts as ``None``; ``None`` is
+    taken as given, silently. A column known for only some cells is kept (the evaluation
+    then asks to subset to those cells).
+
+    Parameters
+    ----------
+    adata
+        Any AnnData.
+    label_key, batch_key
+        The ``obs`` columns of the cell types and of the batches, or ``None``.
+
+    Returns
+    -------
+    ``(label_key, batch_key)``: the keys found in ``adata.obs``, ``None`` for the others.
+    """
+    out = []
+    for key, what, name in (
+        (label_key, "cell-type labels", "label_key"),
+        (batch_key, "batches", "batch_key"),
+    ):
+        if key is not None and (key not in adata.obs or adata.obs[key].isna().all()):
+            problem = "is empty" if key in adata.obs else "does not exist"
+            warnings.warn(
+                f"No {what}: obs[{key!r}] {problem} (obs columns: {list(adata.obs.columns)[:12]}"
+                f"). Going on without {what}; the steps that need them are skipped. Set "
+                f"{name} ({name.upper()} in the notebooks) to the column that holds them, or "
+                "to None to silence this.",
+                UserWarning,
+                stacklevel=2,
+            )
+            key = None
+        out.append(key)
+    return out[0], out[1]
 
 
 def summarize(adata: ad.AnnData, *, layer: str = "counts"):

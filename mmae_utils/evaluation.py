@@ -9,6 +9,11 @@ a function of the context and the embedding (:class:`Embedding`), implemented in
 :mod:`mmae_utils.metrics` with ``scib``'s definitions. :func:`aggregate_seeds` and
 :func:`seed_difference` summarise scores over seeds. The baselines to compare with are in
 :mod:`mmae_utils.baselines` (re-exported here).
+
+Labels and batches are optional (``label_key=None``, ``batch_key=None``): a metric that
+needs a column not given is NaN, with the reason in ``df.attrs["skipped"]``
+(:func:`skipped_metrics` words it); :func:`cluster` gives unlabelled data Leiden clusters
+of each embedding at one fixed resolution instead.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import pandas as pd
 from . import metrics as me
 from ._utils import logger
 from .baselines import BASELINES, MAX_DIMS, baselines
-from .metrics import COMPETITION_RESOLUTIONS, optimal_clustering, silhouette_samples
+from .metrics import COMPETITION_RESOLUTIONS, leiden, optimal_clustering, silhouette_samples
 from .neighbors import (
     compute_neighbors,
     graph_adata,
+    graph_for,
     neighbors_key,
     resolve_embeddings,
     store_graph,
@@ -35,6 +41,7 @@ from .neighbors import (
 
 __all__ = [
     "BASELINES",
+    "CLUSTER_RESOLUTION",
     "COLUMNS",
     "COMPETITION_RESOLUTIONS",
     "COMPETITION_SCORES",
@@ -46,11 +53,13 @@ __all__ = [
     "Metric",
     "aggregate_seeds",
     "baselines",
+    "cluster",
     "evaluate",
     "neighbors_key",
     "optimal_clustering",
     "seed_difference",
     "silhouette_samples",
+    "skipped_metrics",
 ]
 
 #: The six competition metrics whose mean is ``overall`` (all in [0, 1], higher is better).
@@ -94,11 +103,13 @@ COLUMNS = (
 
 def _eval_obs(adata, label_key, batch_key, pseudotime_keys) -> pd.DataFrame:
     """The obs columns the metrics read (labels and batches categorical, pseudotime float),
-    or a clear error when labels or batches are missing."""
-    for what, key in (("label_key", label_key), ("batch_key", batch_key)):
+    or a clear error when labels or batches named are missing (``None``: not read)."""
+    given = [(w, k) for w, k in (("label_key", label_key), ("batch_key", batch_key)) if k]
+    for what, key in given:
         if key not in adata.obs:
             raise KeyError(
-                f"{what}={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)})."
+                f"{what}={key!r} is not a column of adata.obs (columns: "
+                f"{list(adata.obs.columns)}); pass {what}=None if the data have none."
             )
         if adata.obs[key].isna().any():
             n = int(adata.obs[key].isna().sum())
@@ -109,11 +120,11 @@ def _eval_obs(adata, label_key, batch_key, pseudotime_keys) -> pd.DataFrame:
     if not adata.obs_names.is_unique:
         raise ValueError("adata.obs_names must be unique (call adata.obs_names_make_unique()).")
     obs = pd.DataFrame(index=adata.obs_names.astype(str))
-    for key in (label_key, batch_key):
+    for _, key in given:
         col = adata.obs[key]
         col = col.astype(str) if not isinstance(col.dtype, pd.CategoricalDtype) else col
         obs[key] = pd.Categorical(col).remove_unused_categories()
-    if obs[label_key].cat.categories.size < 2:
+    if label_key and obs[label_key].cat.categories.size < 2:
         raise ValueError(f"adata.obs[{label_key!r}] must have at least 2 distinct labels.")
     for key in pseudotime_keys:
         if key in adata.obs and key not in obs:
@@ -134,12 +145,13 @@ class Context:
     ``clustering`` the options of :func:`~mmae_utils.metrics.optimal_clustering`;
     ``pseudotime_keys`` the usable pseudotime columns; ``cell_cycle`` the cell-cycle
     scores (``None`` when the metric is not asked for); ``reasons`` why a metric is NaN
-    for every embedding (``{metric: reason}``).
+    for every embedding (``{metric: reason}``). ``label_key`` / ``batch_key`` are ``None``
+    when the data have no labels / batches.
     """
 
     obs: pd.DataFrame
-    label_key: str
-    batch_key: str
+    label_key: str | None
+    batch_key: str | None
     n_neighbors: int
     seed: int
     clustering: dict
@@ -175,10 +187,12 @@ class Embedding:
 class Metric:
     """A metric of :data:`REGISTRY`: ``compute(context, embedding) -> (value, reason)``
     (``reason`` non-empty when the value is NaN for this embedding); ``needs_graph``:
-    whether it reads the embedding's kNN graph."""
+    whether it reads the embedding's kNN graph; ``needs``: the ``obs`` columns it cannot
+    do without, ``"labels"`` (``label_key``) and/or ``"batches"`` (``batch_key``)."""
 
     compute: Callable[[Context, Embedding], tuple[float, str]]
     needs_graph: bool
+    needs: tuple[str, ...] = ()
 
 
 def _clustered(ctx: Context, emb: Embedding) -> Embedding:
@@ -231,16 +245,65 @@ def _graph_connectivity(ctx: Context, emb: Embedding) -> tuple[float, str]:
 
 
 #: The metrics :func:`evaluate` computes, in the order it computes them (``metrics=``
-#: picks a subset): ``{name: Metric}``.
+#: picks a subset): ``{name: Metric}``. Without labels only the cell-cycle conservation
+#: is defined (it reads the GEX counts, and the batches when there are any); without
+#: batches all but the batch ASW (cell cycle and trajectory then take all cells as one
+#: batch; graph connectivity reads the labels only).
 REGISTRY: dict[str, Metric] = {
-    "NMI": Metric(_nmi, needs_graph=True),
-    "ARI": Metric(_ari, needs_graph=True),
-    "cell_type_ASW": Metric(_cell_type_asw, needs_graph=False),
+    "NMI": Metric(_nmi, needs_graph=True, needs=("labels",)),
+    "ARI": Metric(_ari, needs_graph=True, needs=("labels",)),
+    "cell_type_ASW": Metric(_cell_type_asw, needs_graph=False, needs=("labels",)),
     "cell_cycle_conservation": Metric(_cell_cycle, needs_graph=False),
-    "trajectory_conservation": Metric(_trajectory, needs_graph=True),
-    "batch_ASW": Metric(_batch_asw, needs_graph=False),
-    "graph_connectivity": Metric(_graph_connectivity, needs_graph=True),
+    "trajectory_conservation": Metric(_trajectory, needs_graph=True, needs=("labels",)),
+    "batch_ASW": Metric(_batch_asw, needs_graph=False, needs=("labels", "batches")),
+    "graph_connectivity": Metric(_graph_connectivity, needs_graph=True, needs=("labels",)),
 }
+
+#: What :attr:`Metric.needs` names, in words, and the argument of :func:`evaluate` for it.
+_NEEDS = {"labels": ("cell-type labels", "label_key"), "batches": ("batches", "batch_key")}
+
+
+def _unavailable(metrics: list[str], label_key, batch_key) -> dict[str, str]:
+    """``{metric: reason}`` for the metrics whose ``obs`` columns were not given."""
+    given = {"labels": label_key is not None, "batches": batch_key is not None}
+    out = {}
+    for metric in metrics:
+        lacking = [n for n in REGISTRY[metric].needs if not given[n]]
+        if lacking:
+            what = " and ".join(_NEEDS[n][0] for n in lacking)
+            keys = " and ".join(_NEEDS[n][1] for n in lacking)
+            out[metric] = f"needs {what} ({keys} {'is' if len(lacking) == 1 else 'are'} None)"
+    return out
+
+
+def skipped_metrics(table: pd.DataFrame | Mapping[str, str]) -> str:
+    """One sentence naming the metrics that are NaN for every embedding, and why.
+
+    Parameters
+    ----------
+    table
+        :func:`evaluate`'s result (its ``attrs["skipped"]``) or a ``{metric: reason}``
+        mapping.
+
+    Returns
+    -------
+    E.g. ``"Not computed on these data (NaN in the table): NMI, ARI and cell_type_ASW need
+    cell-type labels (label_key is None)."``; metrics with the same reason are named
+    together. ``""`` when every metric was computed.
+    """
+    skipped = table.attrs.get("skipped", {}) if isinstance(table, pd.DataFrame) else table
+    groups: dict[str, list[str]] = {}
+    for metric, reason in skipped.items():
+        groups.setdefault(reason, []).append(metric)
+    parts = []
+    for reason, names in groups.items():
+        subject = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        if reason.startswith("needs "):
+            verb = "needs" if len(names) == 1 else "need"
+            parts.append(f"{subject} {verb} {reason.removeprefix('needs ')}")
+        else:
+            parts.append(f"{subject}: {reason}")
+    return f"Not computed on these data (NaN in the table): {'; '.join(parts)}." if parts else ""
 
 
 # --------------------------------------------------------------------------------------
@@ -264,11 +327,16 @@ def _check_metrics(metrics, resolution_search: str, leiden_flavor: str) -> list[
 
 
 def _prepare(adata, ctx: Context, metrics: list[str], cell_cycle: dict, pseudotime_keys, bar):
-    """Fill ``ctx`` with what the metrics share: usable pseudotime, the cell-cycle scores."""
+    """Fill ``ctx`` with what the metrics share: usable pseudotime, the cell-cycle scores
+    (``metrics``: those the given columns allow; ``ctx.reasons`` already says why not the
+    others)."""
+    if ctx.reasons:
+        logger.info(skipped_metrics(ctx.reasons))
+    data_reasons = {}
     if "trajectory_conservation" in metrics:
         ctx.pseudotime_keys, reason = me.usable_pseudotime(ctx.obs, pseudotime_keys)
         if not ctx.pseudotime_keys:
-            ctx.reasons["trajectory_conservation"] = reason or "no pseudotime_keys given"
+            data_reasons["trajectory_conservation"] = reason or "no pseudotime_keys given"
         elif reason:
             logger.info("trajectory conservation: %s (using %s)", reason, ctx.pseudotime_keys)
     timeline = []
@@ -278,10 +346,11 @@ def _prepare(adata, ctx: Context, metrics: list[str], cell_cycle: dict, pseudoti
         ctx.cell_cycle = me.CellCycle(adata, ctx.obs, ctx.batch_key, n_comps=50, **cell_cycle)
         timeline.append(("", "cell-cycle scores (once)", t0, time.perf_counter()))
         if ctx.cell_cycle.reason:
-            ctx.reasons["cell_cycle_conservation"] = ctx.cell_cycle.reason
+            data_reasons["cell_cycle_conservation"] = ctx.cell_cycle.reason
         bar.update(1)
-    for metric, reason in ctx.reasons.items():
+    for metric, reason in data_reasons.items():
         logger.warning("%s is NaN for every embedding: %s.", metric, reason)
+    ctx.reasons.update(data_reasons)
     return timeline
 
 
@@ -320,12 +389,13 @@ def _storer(adata, obsm_key, store_neighbors: bool, n_neighbors: int, seed: int)
     return lambda g, x: store_graph(adata, g, obsm_key, x, n_neighbors, seed)
 
 
-def _table(rows: dict, details: dict, timeline: list) -> pd.DataFrame:
+def _table(rows: dict, details: dict, timeline: list, skipped: dict) -> pd.DataFrame:
     df = pd.DataFrame.from_dict(rows, orient="index")[list(COLUMNS)]
     df["n_metrics"] = df["n_metrics"].astype(int)
     df.index.name = "method"
     df.attrs["details"] = details
     df.attrs["timeline"] = timeline
+    df.attrs["skipped"] = {m: skipped[m] for m in REGISTRY if m in skipped}
     return df
 
 
@@ -333,8 +403,8 @@ def evaluate(
     adata: ad.AnnData,
     embeddings: Mapping[str, str | np.ndarray] | Sequence[str] | str,
     *,
-    label_key: str = "cell_type",
-    batch_key: str = "batch",
+    label_key: str | None = "cell_type",
+    batch_key: str | None = "batch",
     pseudotime_keys: Sequence[str] = ("GEX_pseudotime_order", "ATAC_pseudotime_order"),
     metrics: Sequence[str] | None = None,
     n_neighbors: int = 15,
@@ -378,7 +448,13 @@ def evaluate(
         ``{display name: obsm key}`` (or ``{name: array}``, one row per cell), or a list of
         obsm keys (used as names). At most :data:`MAX_DIMS` dimensions, finite values.
     label_key, batch_key
-        Cell-type and batch columns of ``obs``; known for every cell.
+        Cell-type and batch columns of ``obs``, known for every cell; ``None`` when the
+        data have none. Without labels only ``cell_cycle_conservation`` is defined (NMI,
+        ARI, the cell type ASW, trajectory conservation and graph connectivity compare the
+        embedding with the labels, and scib's batch ASW mixes batches within each cell
+        type, so none of them has a label-free version); without batches all but
+        ``batch_ASW``, with all cells taken as one batch by the cell cycle and trajectory
+        conservation. The others are NaN, and ``df.attrs["skipped"]`` says why.
     pseudotime_keys
         ``obs`` columns with pseudotime (NaN outside trajectories). Missing columns are
         skipped; with none left, ``trajectory_conservation`` is NaN.
@@ -417,8 +493,10 @@ def evaluate(
     :data:`COLUMNS`: ``NMI``, ``ARI``, ``cell_type_ASW``, ``cell_cycle_conservation``,
     ``trajectory_conservation``, ``batch_ASW``, ``graph_connectivity``, ``overall`` (mean of
     the non-NaN values among the six competition metrics, ARI excluded) and ``n_metrics``
-    (how many it averaged). A metric the data cannot support (no pseudotime, no cell-cycle
-    genes, ...) is NaN and the reason is logged. ``df.attrs["details"]`` holds, per method,
+    (how many it averaged). A metric the data cannot support (no labels, no batches, no
+    pseudotime, no cell-cycle genes, ...) is NaN for every method and the reason is logged
+    and kept in ``df.attrs["skipped"]`` (``{metric: reason}``, worded by
+    :func:`skipped_metrics`). ``df.attrs["details"]`` holds, per method,
     the chosen resolution, the NMI of every resolution tried, the number of clusters, the
     trajectory score per pseudotime column, the seconds per metric and the NaN reasons;
     ``df.attrs["timeline"]`` lists ``(method, step, start, stop)`` (``time.perf_counter``).
@@ -430,7 +508,9 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    metrics = _check_metrics(metrics, resolution_search, leiden_flavor)
+    requested = _check_metrics(metrics, resolution_search, leiden_flavor)
+    unavailable = _unavailable(requested, label_key, batch_key)
+    metrics = [m for m in requested if m not in unavailable]
     pseudotime_keys = [pseudotime_keys] if isinstance(pseudotime_keys, str) else pseudotime_keys
     ctx = Context(
         obs=_eval_obs(adata, label_key, batch_key, pseudotime_keys),
@@ -443,6 +523,7 @@ def evaluate(
             "search": resolution_search,
             "flavor": leiden_flavor,
         },
+        reasons=unavailable,
     )
     embs = resolve_embeddings(adata, embeddings)
     if store_neighbors and adata.is_view:
@@ -465,7 +546,85 @@ def evaluate(
         rows[name] = _score(ctx, emb, steps, bar, timeline, store)
         details[name] = emb.details
     bar.close()
-    return _table(rows, details, timeline)
+    return _table(rows, details, timeline, ctx.reasons)
+
+
+# --------------------------------------------------------------------------------------
+# Clusters, for data without labels
+# --------------------------------------------------------------------------------------
+
+#: Leiden resolution of :func:`cluster` (scanpy's default). Without labels there is no NMI
+#: to choose a resolution by (as :func:`evaluate` does), so every embedding is clustered
+#: at this one value; a higher one gives more, smaller clusters.
+CLUSTER_RESOLUTION = 1.0
+
+
+def cluster(
+    adata: ad.AnnData,
+    embeddings: Mapping[str, str | np.ndarray] | Sequence[str] | str,
+    *,
+    resolution: float = CLUSTER_RESOLUTION,
+    n_neighbors: int = 15,
+    flavor: str = "igraph",
+    key_added: str = "leiden",
+    store_neighbors: bool = True,
+    seed: int = 0,
+    inplace: bool = True,
+) -> dict[str, str] | pd.DataFrame:
+    """Leiden clusters of every embedding at one fixed resolution: groups for unlabelled data.
+
+    Each embedding is clustered on its kNN graph, the one :func:`evaluate` stored (same
+    content, ``n_neighbors`` and ``seed``) or else a new one (``sc.pp.neighbors``), with
+    :func:`mmae_utils.metrics.leiden`. The clusters are what the embedding finds, not
+    cell types: they are no score, and clusters of two embeddings are not matched.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the embeddings in ``obsm``.
+    embeddings
+        ``{display name: obsm key or array}`` or a list of obsm keys (used as names).
+    resolution
+        Leiden resolution (default :data:`CLUSTER_RESOLUTION`, 1.0).
+    n_neighbors, seed
+        kNN graph size and random state (of the graph and of Leiden).
+    flavor
+        ``"igraph"`` (fast, as :func:`evaluate`'s default) or ``"leidenalg"``.
+    key_added
+        Prefix of the ``obs`` columns.
+    store_neighbors
+        Store each new kNN graph in ``adata`` for reuse (e.g. by
+        :func:`mmae_utils.plotting.umaps`), as :func:`evaluate` does.
+    inplace
+        Write the clusters to ``adata.obs`` (else return them, ``adata`` unchanged).
+
+    Returns
+    -------
+    With ``inplace=True``, ``{display name: obs column}``; written: ``adata.obs[f"{key_added}
+    _{name}"]`` (categorical cluster labels ``"0"``, ``"1"``, ...) for every
+    embedding and, with ``store_neighbors=True``, for each embedding given as an obsm key
+    ``k`` whose graph was not stored yet, ``adata.uns[neighbors_key(k)]``,
+    ``adata.obsp[neighbors_key(k) + "_connectivities"]`` and ``..._distances``. With
+    ``inplace=False``, a DataFrame of the same columns indexed like ``adata.obs``.
+    """
+    if flavor not in ("igraph", "leidenalg"):
+        raise ValueError(f"flavor must be 'igraph' or 'leidenalg', got {flavor!r}.")
+    if not resolution > 0:
+        raise ValueError(f"resolution must be positive, got {resolution!r}.")
+    embs = resolve_embeddings(adata, embeddings)
+    store = store_neighbors and inplace and not adata.is_view
+    columns = {}
+    for name, (obsm_key, x) in embs.items():
+        g, reused = graph_for(adata, obsm_key, x, n_neighbors, seed)
+        if store and obsm_key is not None and not reused:
+            store_graph(adata, g, obsm_key, x, n_neighbors, seed)
+        columns[f"{key_added}_{name}"] = leiden(g, resolution, flavor=flavor, seed=seed).array
+    table = pd.DataFrame(columns, index=adata.obs_names)
+    if not inplace:
+        return table
+    for column in table:
+        adata.obs[column] = table[column]
+    return dict(zip(embs, table.columns, strict=True))
 
 
 # --------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ __all__ = [
     "cell_type_asw",
     "graph_connectivity",
     "import_scib",
+    "leiden",
     "optimal_clustering",
     "silhouette_samples",
     "trajectory_conservation",
@@ -223,7 +224,14 @@ def batch_asw(x, labels, batches) -> float:
 # --------------------------------------------------------------------------------------
 
 
-def _leiden(g: ad.AnnData, resolution: float, flavor: str, seed: int) -> pd.Series:
+def leiden(g: ad.AnnData, resolution: float, *, flavor: str = "igraph", seed: int = 0) -> pd.Series:
+    """Leiden clusters of ``g``'s kNN graph at ``resolution`` (``sc.tl.leiden``, quietly).
+
+    ``flavor="igraph"`` runs igraph's implementation with ``n_iterations=2`` (fast),
+    ``"leidenalg"`` scanpy's default, to convergence; ``seed`` is Leiden's
+    ``random_state``. Returns the categorical cluster labels, indexed like ``g.obs``
+    (``g`` is left as it was).
+    """
     import scanpy as sc
 
     kwargs = {"resolution": resolution, "key_added": "_mmae_leiden", "random_state": seed}
@@ -288,7 +296,7 @@ def optimal_clustering(
     def run(i: int) -> None:
         if i in scores:
             return
-        clusters = _leiden(g, grid[i], flavor, seed)
+        clusters = leiden(g, grid[i], flavor=flavor, seed=seed)
         g.obs["_mmae_cluster"] = clusters
         with quiet():
             scores[i] = float(scib.me.nmi(g, "_mmae_cluster", label_key))
@@ -387,7 +395,8 @@ class CellCycle:
     On construction: the GEX features of ``adata`` (or of ``gex``), log-normalised from
     ``layer``, scored per batch of ``obs[batch_key]`` for S and G2/M (or the stored
     ``obs["S_score"]`` / ``obs["G2M_score"]``), and the "before" PC regression of each batch.
-    :meth:`score` then needs only the embedding. ``reason`` is non-empty (and :meth:`score`
+    With ``batch_key=None`` all cells are one batch (``scib``'s definition for data of one
+    batch). :meth:`score` then needs only the embedding. ``reason`` is non-empty (and :meth:`score`
     must not be called) when the data cannot support the metric.
     """
 
@@ -417,14 +426,15 @@ class CellCycle:
             logger.info("Cell cycle: layers[%r] absent, using the GEX part of X as counts.", layer)
         x = _log_normalised(part, layer)
         var = pd.DataFrame(index=part.var_names.astype(str))
-        pre = ad.AnnData(X=x, obs=obs[[batch_key]].copy(), var=var)
+        batches = obs[batch_key] if batch_key is not None else pd.Series(0, index=obs.index)
+        pre = ad.AnnData(X=x, obs=pd.DataFrame(index=obs.index), var=var)
         recompute = not {"S_score", "G2M_score"} <= set(adata.obs.columns)
         if not recompute:  # as the competition's script: use the stored scores
             pre.obs["S_score"] = adata.obs["S_score"].to_numpy()
             pre.obs["G2M_score"] = adata.obs["G2M_score"].to_numpy()
         self.batches = []
-        for batch in pre.obs[batch_key].unique():
-            rows = np.flatnonzero((pre.obs[batch_key] == batch).to_numpy())
+        for batch in batches.unique():
+            rows = np.flatnonzero((batches == batch).to_numpy())
             sub = pre[rows].copy()
             with quiet():
                 if recompute:

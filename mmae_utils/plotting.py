@@ -138,7 +138,9 @@ def umaps(
         ``{display name: obsm key or array}`` or a list of obsm keys (rows, in order).
     color
         ``obs`` columns to colour by (columns of the figure). Categorical columns get a
-        legend (on the first row), numeric ones a colour bar; NaN is light grey.
+        legend (on the first row), numeric ones a colour bar; NaN is light grey. A name
+        with ``{method}`` is each row's own column, e.g. ``"leiden_{method}"`` for the
+        clusters of :func:`mmae_utils.evaluation.cluster` (legend on every row).
     n_neighbors, seed
         kNN graph size and random state (of the graph and of UMAP).
     recompute
@@ -152,7 +154,8 @@ def umaps(
 
     Returns
     -------
-    The figure (``len(embeddings)`` x ``len(color)`` axes, titled ``"{method}: {column}"``).
+    The figure (``len(embeddings)`` x ``len(color)`` axes, titled ``"{method}: {column}"``,
+    the column as given, without ``_{method}``).
     With ``store=True``, for each embedding given as obsm key ``k``:
     ``adata.obsm[umap_key(k)]`` (cells x 2) and ``adata.uns["mmae_umap"][k]`` (embedding
     fingerprint, ``n_neighbors``, ``seed``).
@@ -161,10 +164,10 @@ def umaps(
     color = [color] if isinstance(color, str) else list(color)
     if not color:
         raise ValueError("color must name at least one obs column.")
-    for key in color:
+    embs = resolve_embeddings(adata, embeddings)
+    for key in dict.fromkeys(c.format(method=name) for name in embs for c in color):
         if key not in adata.obs:
             raise KeyError(f"obs[{key!r}] is missing (columns: {list(adata.obs.columns)}).")
-    embs = resolve_embeddings(adata, embeddings)
     size = point_size if point_size is not None else min(20.0, 120000 / max(adata.n_obs, 1))
     order = np.random.default_rng(seed).permutation(adata.n_obs)  # no batch drawn last on top
     n_rows, n_cols = len(embs), len(color)
@@ -175,12 +178,12 @@ def umaps(
         coords = umap_coords(
             adata, obsm_key, x, n_neighbors=n_neighbors, seed=seed, recompute=recompute, store=store
         )
-        for j, key in enumerate(color):
+        for j, column in enumerate(color):
             ax = axes[i, j]
-            _scatter(
-                ax, coords, adata.obs[key], adata, key, order=order, size=size, legend=(i == 0)
-            )
-            ax.set_title(f"{name}: {key}", fontsize=10)
+            key = column.format(method=name)
+            legend = i == 0 or key != column
+            _scatter(ax, coords, adata.obs[key], adata, key, order=order, size=size, legend=legend)
+            ax.set_title(f"{name}: {column.replace('_{method}', '')}", fontsize=10)
     return save_figure(fig, save)
 
 
@@ -475,7 +478,8 @@ def seed_scores(
 
     Returns
     -------
-    The figure, one axes per score (titled as the score); methods on the y axis, ordered
+    The figure, one axes per score (titled as the score; a score NaN everywhere, e.g. NMI
+    without labels, gets none); methods on the y axis, ordered
     by their mean of the first score, best on top.
     """
     from .evaluation import aggregate_seeds
@@ -484,6 +488,7 @@ def seed_scores(
     missing = [s for s in scores if s not in table.columns]
     if missing:
         raise KeyError(f"Scores {missing} are not in the table.")
+    scores = [s for s in scores if table[s].notna().any()] or list(scores[:1])  # drop NaN-only
     order = summary[(scores[0], "mean")].sort_values(ascending=True).index.tolist()
     n_seeds = int(summary[("n_seeds", "")].max())
     colors = dict(zip(highlight, plt.get_cmap("tab10").colors, strict=False))

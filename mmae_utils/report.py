@@ -257,7 +257,7 @@ def _verdict_context(metrics, a, method: str, reference: str) -> list[str]:
     ``overall`` averages, and the competition's scale."""
     import numpy as np
 
-    from .evaluation import COMPETITION_SCORES
+    from .evaluation import COMPETITION_SCORES, METRICS
 
     parts = []
     line = _best_single_modality(metrics, method, reference)
@@ -267,13 +267,16 @@ def _verdict_context(metrics, a, method: str, reference: str) -> list[str]:
         parts.append(f"The random floor scores {metrics.loc['random', 'overall']:.3f}.")
     n = int(a["n_metrics"]) if "n_metrics" in metrics and np.isfinite(a["n_metrics"]) else None
     if n is not None and n < 6:
+        absent = ", ".join(m for m in METRICS if m in a and not np.isfinite(a[m]))
         parts.append(
-            f"Only {n} of the 6 metrics could be computed on these data, so `overall` averages {n}."
+            f"Only {n} of the 6 metrics could be computed on these data (not {absent}), so "
+            f"`overall` is {'that one metric' if n == 1 else f'the mean of those {n}'}."
         )
     real = ", ".join(f"{s['overall']:.3f} ({name})" for name, s in COMPETITION_SCORES.items())
+    over = "the same six metrics" if n is None or n == 6 else "all six metrics"
     parts.append(
-        "For scale, the competition's in-house scores on the real data, averaged over the same "
-        f"six metrics, are {real}; other data give other absolute values."
+        f"For scale, the competition's in-house scores on the real data, averaged over {over}, "
+        f"are {real}; other data give other absolute values."
     )
     return parts
 
@@ -330,6 +333,8 @@ def verdict(
         missing = [m for m in (method, reference) if m not in metrics.index]
         return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
     a, b = metrics.loc[method], metrics.loc[reference]
+    if not np.isfinite(a["overall"]) or not np.isfinite(b["overall"]):
+        return f"Cannot compare `{method}` with `{reference}`: no metric could be computed."
     d = _seed_intervals(per_seed, method, reference, confidence)
     parts = [_verdict_head(a, b, method, reference, tie=tie, d=d, confidence=confidence)]
     cols = [
@@ -531,6 +536,8 @@ def replicate(
     baselines: Sequence[str] | None = None,
     gex=None,
     method: str = "mmae",
+    label_key: str | None = "cell_type",
+    batch_key: str | None = "batch",
     n_neighbors: int = 15,
     resolution_search: str = "coarse_to_fine",
     progress: bool = True,
@@ -563,8 +570,8 @@ def replicate(
         All genes (for the cell-cycle genes), as for :func:`~mmae_utils.evaluation.evaluate`.
     method
         Name of the autoencoder in the table.
-    n_neighbors, resolution_search
-        Passed to :func:`~mmae_utils.evaluation.evaluate`.
+    label_key, batch_key, n_neighbors, resolution_search
+        Passed to :func:`~mmae_utils.evaluation.evaluate` (``None``: no labels / batches).
     progress
         A progress bar over the seeds.
 
@@ -604,6 +611,8 @@ def replicate(
             selected,
             embeddings,
             gex=gex,
+            label_key=label_key,
+            batch_key=batch_key,
             n_neighbors=n_neighbors,
             resolution_search=resolution_search,
             seed=seed,

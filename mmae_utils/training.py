@@ -193,6 +193,12 @@ def _prepare(model, gex, atac, *, layer, from_="both", record_features=False):
 
 def _batch_labels(gex, atac, batch_key: str) -> np.ndarray:
     """``obs[batch_key]`` of the first of ``gex``, ``atac`` that is an AnnData."""
+    if batch_key is None:
+        raise ValueError(
+            "This model reads each cell's batch (batch_conditioning / adversarial_batch), but "
+            "batch_key is None: pass batch_key= the obs column of the batches, or use a "
+            'preset that reads none (e.g. "jae" or "seed").'
+        )
     for x in (gex, atac):
         if _is_anndata(x):
             if batch_key not in x.obs:
@@ -270,7 +276,7 @@ def train(
     lr_schedule: str = "constant",
     seed: int | None = 0,
     layer: str | None = "counts",
-    batch_key: str = "batch",
+    batch_key: str | None = "batch",
     jit_compile: bool = False,
     steps_per_execution: int = 8,
     deterministic: bool = True,
@@ -328,7 +334,8 @@ def train(
     batch_key
         Column of ``gex.obs`` (or ``atac.obs``) holding each cell's batch, read only when
         the model reads batches (``batch_conditioning``, ``adversarial_batch``); every
-        batch must be one of ``model.batch_categories``.
+        batch must be one of ``model.batch_categories`` (``None``: the data have no
+        batches, which only a model that reads none can train on).
     jit_compile
         Compile the training step with XLA, which fuses the optimizer update and the
         element-wise loss ops. Without XLA (the default) the update runs as TensorFlow's
@@ -697,7 +704,7 @@ def reconstruct(
     logits: bool = False,
     batch_size: int = 1024,
     layer: str | None = "counts",
-    batch_key: str = "batch",
+    batch_key: str | None = "batch",
     batch=None,
 ) -> np.ndarray:
     """Reconstruct one modality from the joint code, in batches.

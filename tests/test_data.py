@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from mmae_utils.data import (
     MultiomeError,
+    annotation_keys,
     load_multiome,
     open_counts,
     split_modalities,
@@ -214,3 +215,19 @@ def test_split_needs_feature_types():
     a = ad.AnnData(sp.random(60, 20, density=0.3, format="csr"))
     with pytest.raises(MultiomeError, match="feature_types"):
         split_modalities(a)
+
+
+def test_annotation_keys_missing_columns_warn_once_and_count_as_none(mdata):
+    assert annotation_keys(mdata) == ("cell_type", "batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # None is taken as given, silently
+        assert annotation_keys(mdata, label_key=None, batch_key=None) == (None, None)
+    with pytest.warns(UserWarning) as caught:
+        keys = annotation_keys(mdata, label_key="celltype", batch_key="batch")
+    assert keys == (None, "batch") and len(caught) == 1
+    message = str(caught[0].message)
+    assert "No cell-type labels: obs['celltype'] does not exist" in message
+    assert "LABEL_KEY" in message and "or to None" in message
+    mdata.obs["batch"] = np.nan  # a column with no value is no batch either
+    with pytest.warns(UserWarning, match=r"No batches: obs\['batch'\] is empty"):
+        assert annotation_keys(mdata) == ("cell_type", None)

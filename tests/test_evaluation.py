@@ -204,6 +204,124 @@ def test_accepts_arrays_and_lists(scored):
 
 
 # --------------------------------------------------------------------------------------
+# Without labels, without batches
+# --------------------------------------------------------------------------------------
+
+#: The metrics defined without cell-type labels (see evaluation.REGISTRY).
+LABEL_FREE = ["cell_cycle_conservation"]
+
+
+def test_without_labels_only_the_label_free_metrics_are_computed(scored):
+    adata, keys, df = scored
+    embs = {k: keys[k] for k in ("pca_concat", "random")}
+    unlabelled = adata.copy()
+    del unlabelled.obs["cell_type"]
+    with pytest.raises(KeyError, match="pass label_key=None"):
+        ev.evaluate(unlabelled, embs, metrics=["NMI"], progress=False)
+    out = ev.evaluate(unlabelled, embs, label_key=None, seed=0, progress=False)
+    needs_labels = [m for m in ev.REGISTRY if m not in LABEL_FREE]
+    assert out[needs_labels].isna().all().all()
+    for m in LABEL_FREE:  # finite, and the same as with labels: they play no part in it
+        assert np.isfinite(out[m]).all()
+        pd.testing.assert_series_equal(out[m], df.loc[list(embs), m])
+    np.testing.assert_array_equal(out["overall"], out["cell_cycle_conservation"])
+    assert (out["n_metrics"] == 1).all()
+    skipped = out.attrs["skipped"]
+    assert list(skipped) == needs_labels
+    assert all("cell-type labels" in r and "label_key is None" in r for r in skipped.values())
+    text = ev.skipped_metrics(out)
+    assert all(m in text for m in needs_labels) and "cell_cycle" not in text
+    assert "need cell-type labels (label_key is None)" in text
+    # nothing left needs a kNN graph: none is built
+    steps = [step for _, step, *_ in out.attrs["timeline"]]
+    assert "kNN graph" not in steps and steps.count("cell_cycle_conservation") == 2
+
+
+def test_without_batches_only_the_batch_asw_is_skipped(scored):
+    adata, keys, df = scored
+    embs = {k: keys[k] for k in ("pca_concat", "random")}
+    out = ev.evaluate(adata, embs, batch_key=None, seed=0, progress=False)
+    assert out["batch_ASW"].isna().all()
+    others = [m for m in ev.REGISTRY if m != "batch_ASW"]
+    assert np.isfinite(out[others].to_numpy()).all()
+    assert (out["n_metrics"] == 5).all()
+    np.testing.assert_allclose(out["overall"], out[list(ev.METRICS)].mean(axis=1, skipna=True))
+    for m in LABEL_METRICS:  # they do not read batches
+        pd.testing.assert_series_equal(out[m], df.loc[list(embs), m])
+    # cell cycle and trajectory conservation take all cells as one batch
+    cc_traj = ["cell_cycle_conservation", "trajectory_conservation"]
+    one = adata.copy()
+    one.obs["one_batch"] = "all"
+    ref = ev.evaluate(one, embs, batch_key="one_batch", metrics=cc_traj, seed=0, progress=False)
+    pd.testing.assert_frame_equal(out[cc_traj], ref[cc_traj])
+    assert not np.allclose(out[cc_traj], df.loc[list(embs), cc_traj])  # per batch it differs
+    assert out.attrs["skipped"] == {"batch_ASW": "needs batches (batch_key is None)"}
+    assert "batch_ASW needs batches (batch_key is None)" in ev.skipped_metrics(out)
+    assert ev.skipped_metrics(df) == ""
+
+
+def test_without_labels_batches_or_genes_every_metric_is_nan_with_a_reason(tiny):
+    out = ev.evaluate(tiny, ["X_emb"], label_key=None, batch_key=None, progress=False)
+    row = out.loc["X_emb"]
+    assert row[list(ev.REGISTRY)].isna().all() and np.isnan(row["overall"])
+    assert row["n_metrics"] == 0
+    skipped = out.attrs["skipped"]
+    assert list(skipped) == list(ev.REGISTRY)
+    assert skipped["batch_ASW"] == (
+        "needs cell-type labels and batches (label_key and batch_key are None)"
+    )
+    assert "GEX features" in skipped["cell_cycle_conservation"]
+    assert "cell_cycle_conservation: adata has no GEX features" in ev.skipped_metrics(out)
+
+
+def test_cluster_writes_leiden_columns_from_the_stored_graph(scored):
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from mmae_utils import metrics, neighbors
+
+    adata, keys, _ = scored
+    embs = {k: keys[k] for k in ("pca_concat", "random")}
+    table = ev.cluster(adata, embs, seed=0, inplace=False)
+    assert list(table.columns) == ["leiden_pca_concat", "leiden_random"]
+    assert table.index.equals(adata.obs_names)
+    assert not any(c.startswith("leiden_") for c in adata.obs)  # inplace=False
+    # on the graph evaluate stored, at the documented resolution
+    x = adata.obsm[keys["pca_concat"]]
+    g, reused = neighbors.graph_for(adata, keys["pca_concat"], x, 15, 0)
+    assert reused
+    expected = metrics.leiden(g, ev.CLUSTER_RESOLUTION, seed=0)
+    np.testing.assert_array_equal(table["leiden_pca_concat"].astype(str), expected.astype(str))
+    # a structured embedding's clusters follow the cell types, those of noise do not
+    nmi = {
+        k: normalized_mutual_info_score(adata.obs["cell_type"], table[f"leiden_{k}"]) for k in embs
+    }
+    assert nmi["pca_concat"] > nmi["random"] + 0.2, nmi
+    finer = ev.cluster(adata, embs, resolution=3.0, seed=0, inplace=False)
+    assert finer["leiden_pca_concat"].nunique() > table["leiden_pca_concat"].nunique()
+    # in place: categorical obs columns, named by the return value
+    copy = adata.copy()
+    assert ev.cluster(copy, embs, seed=0) == {
+        "pca_concat": "leiden_pca_concat",
+        "random": "leiden_random",
+    }
+    pd.testing.assert_frame_equal(copy.obs[list(table.columns)], table)
+    assert isinstance(copy.obs["leiden_random"].dtype, pd.CategoricalDtype)
+
+
+def test_cluster_stores_a_new_graph_for_the_umaps(scored):
+    adata, keys, _ = scored
+    fresh = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names))
+    fresh.obsm["X_e"] = adata.obsm[keys["gex_pca"]]
+    assert ev.cluster(fresh, ["X_e"], n_neighbors=10, seed=1) == {"X_e": "leiden_X_e"}
+    params = fresh.uns[ev.neighbors_key("X_e")]["params"]
+    assert (params["n_neighbors"], params["random_state"]) == (10, 1)
+    with pytest.raises(ValueError, match="resolution must be positive"):
+        ev.cluster(fresh, ["X_e"], resolution=0)
+    with pytest.raises(ValueError, match="flavor must be"):
+        ev.cluster(fresh, ["X_e"], flavor="louvain")
+
+
+# --------------------------------------------------------------------------------------
 # Clear errors
 # --------------------------------------------------------------------------------------
 

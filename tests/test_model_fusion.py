@@ -143,6 +143,18 @@ def test_embedding_needs_no_batch_and_decoding_an_unseen_one_is_refused(bmmc):
     assert as_first.shape == (50, gex.n_vars) and not np.allclose(as_first, as_second)
     with pytest.raises(ValueError, match="no column 'donor'"):
         train(model, gex, atac, epochs=1, batch_key="donor", verbose=0)
+    with pytest.raises(ValueError, match="batch_key is None.*a preset that reads none"):
+        train(model, gex, atac, epochs=1, batch_key=None, verbose=0)
+
+
+def test_a_model_reading_no_batches_trains_on_data_without_them(bmmc):
+    gex, atac, _ = bmmc
+    gex = gex.copy()
+    del gex.obs["batch"]
+    model = build_model(gex.n_vars, atac.n_vars, preset="seed", **TINY)
+    history = train(model, gex, atac, epochs=1, batch_key=None, patience=None, verbose=0)
+    assert len(history) == 1 and np.isfinite(history["loss"]).all()
+    assert embed(model, gex, atac).shape == (gex.n_obs, TINY["latent_dim"])
 
 
 def test_gradient_reversal_flips_the_gradient_and_only_the_gradient():

@@ -4,17 +4,21 @@ The notebooks' ``parameters`` cells list the values each parameter accepts. nbva
 defaults on the demo data; here three report chains (01-05, papermill, as ``mmae-report``)
 on a tiny simulated dataset together set every other documented value at least once, and
 ask for more than the data have (genes, components, latent dimensions), which must adapt
-with a warning instead of raising.
+with a warning instead of raising. One chain runs without cell-type labels and one without
+batches: the metrics that need them are NaN, notebook 05 says which and why, and without
+labels it writes the Leiden clusters of every embedding.
 """
 
 from __future__ import annotations
 
 import re
 
+import anndata as ad
 import nbformat
+import pandas as pd
 import pytest
 
-from mmae_utils import report
+from mmae_utils import evaluation, report
 from mmae_utils.datasets import synthetic_bmmc
 
 #: Documented non-default values (the comments of the parameters cells), per parameter.
@@ -34,6 +38,8 @@ DOCUMENTED: dict[str, list] = {
     "PATIENCE": [None],
     "BEFORE_PRESET": [None, "jae"],
     "RESOLUTION_SEARCH": ["full"],
+    "LABEL_KEY": [None],  # or any obs column; "cell_type" is nbval's
+    "BATCH_KEY": [None],  # or any obs column; "batch" is nbval's
 }
 
 #: Free-valued parameters, and the values the chains give them other than the default.
@@ -100,6 +106,7 @@ CHAINS: dict[str, dict] = {
         "BASELINES": ["gex_pca", "atac_lsi", "pca_competition"],
         "UMAP_METHODS": ["mmae", "mmae_seed", "gex_pca"],
         "N_SEEDS": 2,
+        "BATCH_KEY": None,  # no batches: the batch ASW is skipped, in both seeds
     },
     "few_features_wide_latent": {
         **QUICK,
@@ -109,6 +116,7 @@ CHAINS: dict[str, dict] = {
         "GEX_INPUT": "log",
         "ATAC_INPUT": "svd",  # 100 components of 40 peaks: 39, warns
         "PATIENCE": None,
+        "LABEL_KEY": None,  # unlabelled: the label-free metrics, Leiden clusters
     },
 }
 
@@ -118,12 +126,20 @@ ADAPTS: dict[str, list[tuple[str, str]]] = {
         ("02_feature_selection", "Asked for 5000 genes but only 300 exist"),
         ("03_autoencoder", "n_components=200 asked"),
     ],
-    "memory_cell_ranger_seed_preset": [("05_evaluation", "n_components=100 asked")],
+    "memory_cell_ranger_seed_preset": [
+        ("05_evaluation", "n_components=100 asked"),
+        ("05_evaluation", "batch_ASW needs batches (batch_key is None)"),
+    ],
     "few_features_wide_latent": [
         ("03_autoencoder", "using n_components=39"),
         ("05_evaluation", "n_comps=100 asked"),
+        ("05_evaluation", "and graph_connectivity need cell-type labels (label_key is None)"),
+        ("05_evaluation", "Leiden clusters"),
     ],
 }
+
+#: What each of LABEL_KEY / BATCH_KEY being None takes away (evaluation.Metric.needs).
+NEEDS = {"LABEL_KEY": "labels", "BATCH_KEY": "batches"}
 
 
 def _declared() -> dict[str, dict]:
@@ -136,7 +152,9 @@ def _declared() -> dict[str, dict]:
 def _outputs(path) -> str:
     nb = nbformat.read(path, as_version=4)
     return "\n".join(
-        out.get("text", "") + "".join(out.get("data", {}).get("text/plain", ""))
+        out.get("text", "")
+        + "".join(out.get("data", {}).get("text/plain", ""))
+        + "".join(out.get("data", {}).get("text/markdown", ""))
         for cell in nb.cells
         if cell.cell_type == "code"
         for out in cell.get("outputs", [])
@@ -178,3 +196,18 @@ def test_chain_runs_end_to_end_and_adapts_with_warnings(chain, tiny_path, tmp_pa
     assert (out / "metrics.csv").exists()
     for notebook, text in ADAPTS[chain]:
         assert text in _outputs(out / f"{notebook}.ipynb"), (notebook, text)
+    metrics = pd.read_csv(out / "metrics.csv", index_col=0)
+    absent = {
+        need for key, need in NEEDS.items() if key in CHAINS[chain] and CHAINS[chain][key] is None
+    }
+    for name, metric in evaluation.REGISTRY.items():
+        if absent & set(metric.needs):
+            assert metrics[name].isna().all(), (name, absent)
+        elif name != "trajectory_conservation":  # 150 cells may hold too few on a trajectory
+            assert metrics[name].notna().all(), (name, absent)
+    obs = ad.read_h5ad(out / "embeddings.h5ad").obs
+    clusters = [f"leiden_{m}" for m in metrics.index]
+    if "labels" in absent:  # every embedding clustered, and saved
+        assert all(obs[c].nunique() > 1 for c in clusters), obs.columns
+    else:
+        assert not any(c in obs for c in clusters)

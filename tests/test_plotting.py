@@ -94,6 +94,48 @@ def test_umaps_numeric_colour_and_errors(embedded):
         plotting.umaps(adata, ["X_missing"])
 
 
+def test_umaps_colour_each_row_by_its_own_clusters(embedded):
+    adata, keys = embedded
+    adata = adata.copy()
+    clusters = ev.cluster(adata, keys, seed=0)
+    fig = plotting.umaps(adata, keys, color=["leiden_{method}", "batch"])
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == [
+        "gex_pca: leiden",
+        "gex_pca: batch",
+        "random: leiden",
+        "random: batch",
+    ]
+    for ax, method in ((axes[0], "gex_pca"), (axes[2], "random")):  # a legend on every row
+        labels = {t.get_text() for t in ax.get_legend().get_texts()}
+        assert labels == set(adata.obs[clusters[method]].astype(str)), method
+    assert axes[3].get_legend() is None  # the batch column keeps one legend
+    with pytest.raises(KeyError, match="obs\\['nope_gex_pca'\\]"):
+        plotting.umaps(adata, keys, color="nope_{method}")
+
+
+def test_composition_without_labels_or_batches(small_mdata, tmp_path):
+    adata = small_mdata
+    both = plotting.composition(adata)
+    assert len(both.axes) == 2
+    for label_key, batch_key, key in ((None, "batch", "batch"), ("cell_type", None, "cell_type")):
+        fig = plotting.composition(
+            adata, label_key=label_key, batch_key=batch_key, save=tmp_path / f"{key}.png"
+        )
+        (ax,) = fig.axes
+        assert ax.get_title() == f"cells per {key} (n = {adata.n_obs:,})"
+        bars = {
+            t.get_text(): p.get_width()
+            for t, p in zip(ax.get_yticklabels(), ax.patches, strict=True)
+        }
+        assert bars == adata.obs[key].astype(str).value_counts().to_dict()
+        assert (tmp_path / f"{key}.png").exists()
+    with pytest.raises(ValueError, match="both None"):
+        plotting.composition(adata, label_key=None, batch_key=None)
+    with pytest.raises(KeyError, match="pass None"):
+        plotting.composition(adata, label_key="celltype")
+
+
 def _table():
     df = pd.DataFrame(
         {
@@ -259,3 +301,16 @@ def test_seed_scores_panels_and_differences(tmp_path):
     half = stats.t.ppf(0.975, 2) * np.std([0.02, 0.03, 0.04], ddof=1) / np.sqrt(3)
     np.testing.assert_allclose(segment[:, 0], [0.03 - half, 0.03 + half], atol=1e-9)
     assert len(plotting.seed_scores(table, reference=None).axes) == 3
+
+
+def test_seed_scores_leave_out_scores_nan_everywhere():
+    from mmae_utils.evaluation import COLUMNS
+
+    rows = {}
+    for seed in range(2):
+        for method, value in (("mmae", 0.8 + 0.01 * seed), ("pca_concat", 0.78)):
+            rows[(seed, method)] = {c: value for c in COLUMNS} | {"NMI": np.nan, "ARI": np.nan}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["seed", "method"])
+    fig = plotting.seed_scores(table)  # e.g. without labels: no NMI, no ARI
+    assert [ax.get_title() for ax in fig.axes] == ["overall", "overall minus pca_concat (95 % CI)"]

@@ -284,6 +284,31 @@ def test_verdict_with_one_seed_says_it_is_a_single_run():
     assert "tie overall in a single run" in report.verdict(close, context=False)
 
 
+def test_verdict_says_which_metrics_overall_averages():
+    from mmae_utils.evaluation import METRICS
+
+    table = _seed_table({"mmae": [0.9], "pca_concat": [0.8]}).xs(0, level="seed")
+    assert "Only" not in report.verdict(table)
+    assert "averaged over the same six metrics" in report.verdict(table)
+    unlabelled = table.copy()
+    unlabelled[[m for m in (*METRICS, "ARI") if m != "cell_cycle_conservation"]] = np.nan
+    unlabelled["n_metrics"] = 1
+    text = report.verdict(unlabelled)
+    assert "Only 1 of the 6 metrics could be computed on these data (not NMI, cell_type_ASW" in text
+    assert "so `overall` is that one metric" in text and "over all six metrics" in text
+    assert "better on cell_cycle_conservation (+0.100)" in text
+    no_batches = table.copy()
+    no_batches["batch_ASW"] = np.nan
+    no_batches["n_metrics"] = 5
+    assert "(not batch_ASW), so `overall` is the mean of those 5" in report.verdict(no_batches)
+    nothing = table.copy()
+    nothing[list(METRICS)] = np.nan
+    nothing["overall"] = np.nan
+    assert report.verdict(nothing) == (
+        "Cannot compare `mmae` with `pca_concat`: no metric could be computed."
+    )
+
+
 def test_write_summary_lists_the_intervals(tmp_path):
     runs = _seed_table(
         {"mmae": [0.85, 0.87, 0.86, 0.88, 0.86], "pca_concat": [0.84, 0.85, 0.85, 0.86, 0.85]}
