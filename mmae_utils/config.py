@@ -465,7 +465,8 @@ def overrides(**options) -> dict:
 #: genes and binarised peaks themselves (MSE / BCE). ``"jae"`` feeds it per-modality SVD
 #: components instead (GEX PCA + ATAC LSI, 100 each, both under MSE, as the JAE model of
 #: the NeurIPS 2021 competition), with batch normalisation and the two halves of the
-#: embedding scaled to equal total variance. See ``benchmarks/ablation.md``. ``"mmae"``
+#: embedding scaled to equal total variance (chosen on the earlier simulator:
+#: ``benchmarks/ablation_linear_simulator.md``). ``"mmae"``
 #: keeps the SVD inputs and batch normalisation of ``"jae"`` and makes it a bimodal
 #: autoencoder: one shared code (``fusion="shared"``), decoders conditioned on the batch,
 #: and the selected features themselves reconstructed under count likelihoods (negative

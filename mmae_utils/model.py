@@ -698,9 +698,10 @@ def build_model(
         Number of GEX and ATAC input features (e.g. 2,500 genes and 5,000 peaks).
     preset
         Named configuration to start from (:data:`~mmae_utils.config.PRESETS`). ``None``
-        uses :data:`~mmae_utils.config.DEFAULT_PRESET` (``"jae"``, the configuration chosen
-        by the ablation in ``benchmarks/ablation.md``); ``"seed"`` is the original
-        notebook's model (the before of the tutorial's before-and-after).
+        uses :data:`~mmae_utils.config.DEFAULT_PRESET` (``"jae"``, chosen by an ablation
+        on the earlier simulator, ``benchmarks/ablation_linear_simulator.md``; the
+        ablation on development draws, ``benchmarks/ablation.md``, chooses anew);
+        ``"seed"`` is the original notebook's model (the before of the tutorial's before-and-after).
     config
         A :class:`~mmae_utils.config.ModelConfig` to start from instead of a preset.
     gex_features, atac_features
