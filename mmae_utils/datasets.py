@@ -46,10 +46,10 @@ from .sim import (
 
 __all__ = [
     # the simulator (re-exported from mmae_utils.sim)
+    "ABUNDANT_MARKERS",
     "BATCH_COUNTS",
     "CELL_TYPE_COUNTS",
     "CHROM_SIZES",
-    "ABUNDANT_MARKERS",
     "CYCLING",
     "HOUSEKEEPING",
     "LINEAGE",

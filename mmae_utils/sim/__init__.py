@@ -37,10 +37,10 @@ from ._mechanisms import Mechanisms
 from ._simulate import synthetic_bmmc
 
 __all__ = [
+    "ABUNDANT_MARKERS",
     "BATCH_COUNTS",
     "CELL_TYPE_COUNTS",
     "CHROM_SIZES",
-    "ABUNDANT_MARKERS",
     "CYCLING",
     "HOUSEKEEPING",
     "LINEAGE",

@@ -3,8 +3,9 @@
 Each function draws the per-feature or per-batch parameters of one mechanism of
 :class:`~mmae_utils.sim.Mechanisms` from that mechanism's own generator (:func:`stream`,
 keyed ``[seed, 4, k]``), so that switching one mechanism off leaves every other draw of
-the simulator as it was, and :meth:`Mechanisms.linear` gives the earlier simulator. :func:`effects` collects them in :class:`Effects`, which the count
-draws of ``_counts`` apply.
+the simulator as it was, and :meth:`Mechanisms.linear` gives the earlier simulator.
+:func:`effects` collects them in :class:`Effects`, which the count draws of ``_counts``
+apply.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ def effects(seed: int, mech: Mechanisms, parts: dict) -> Effects:
 
     ``parts`` holds what they act on: ``gex_w``, ``n_shared`` (latent programmes seen by
     both modalities), ``peak_gene``, ``atac_base``, ``gex_cc``, ``gex_base``,
-    ``gex_markers``, ``centroids_gex`` (the type centroids as GEX sees them), ``types``, ``lineage_codes``, ``n_lineages``, ``batch_codes``,
-    ``n_batches``, ``site_codes`` and ``n_sites``.
+    ``gex_markers``, ``centroids_gex`` (the type centroids as GEX sees them), ``types``,
+    ``lineage_codes``, ``n_lineages``, ``batch_codes``, ``n_batches``, ``site_codes`` and
+    ``n_sites``.
     """
     p = parts
     comb = (None, None)

@@ -142,10 +142,10 @@ def gene_programmes(
     )
 
 
-def _lineage_wide(markers: sp.csr_matrix, layout: Layout) -> sp.csr_matrix:
-    """1 where a type's marker is up in at least one other type of the same lineage."""
+def _lineage_wide(up: np.ndarray, layout: Layout) -> sp.csr_matrix:
+    """1 where a type's marker (``up``: types x genes, bool) is up in at least one other
+    type of the same lineage."""
     lineage = {i: LINEAGE[t] for t, i in layout.type_index.items()}
-    up = markers.toarray() > 0
     wide = np.zeros_like(up)
     for i, lin in lineage.items():
         same = [j for j, other in lineage.items() if other == lin and j != i]
@@ -165,8 +165,9 @@ def scale_markers(genes: GeneProgrammes, layout: Layout, mech: Mechanisms) -> No
     monocytes) is then scaled by ``type_separation``, as the latent type programmes are.
     The :data:`ABUNDANT_MARKERS` gain ``abundant_markers`` in their types (GEX only).
     """
-    wide = _lineage_wide(genes.markers, layout)
-    up = sp.csr_matrix((genes.markers > 0).astype(np.float64))
+    is_up = genes.markers.toarray() > 0
+    wide = _lineage_wide(is_up, layout)
+    up = sp.csr_matrix(is_up.astype(np.float64))
     contrast = wide + (up - wide) * mech.type_separation
     markers = genes.markers * mech.marker_strength
     if mech.marker_background < 1:
