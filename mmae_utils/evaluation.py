@@ -57,6 +57,7 @@ __all__ = [
     "evaluate",
     "neighbors_key",
     "optimal_clustering",
+    "paired_differences",
     "seed_difference",
     "silhouette_samples",
     "skipped_metrics",
@@ -706,7 +707,7 @@ def seed_difference(
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}.")
-    diff = _paired_differences(_per_seed(table), method, reference)
+    diff = paired_differences(table, method=method, reference=reference)
     n = diff.count()
     mean, sd = diff.mean(), diff.std(ddof=1)
     half = _t_quantile(confidence, n) * sd / np.sqrt(n.where(n > 0))
@@ -723,8 +724,13 @@ def seed_difference(
     )
 
 
-def _paired_differences(table: pd.DataFrame, method: str, reference: str) -> pd.DataFrame:
-    """Per seed (rows) and score (columns): ``method``'s score minus ``reference``'s."""
+def paired_differences(
+    table: pd.DataFrame, *, method: str = "mmae", reference: str = "pca_concat"
+) -> pd.DataFrame:
+    """Per seed (rows, the seeds both methods were scored on) and score (columns):
+    ``method``'s score minus ``reference``'s; what :func:`seed_difference` summarises.
+    ``table`` is indexed by ``(seed, method)``."""
+    table = _per_seed(table)
     methods = set(table.index.get_level_values("method"))
     for name in (method, reference):
         if name not in methods:

@@ -506,17 +506,15 @@ def seed_scores(
     for ax, score in zip(axes[0], scores, strict=False):
         _score_panel(ax, table, summary, score, order, colors, rng)
     if diff_panel:
-        from .evaluation import seed_difference
+        from .evaluation import paired_differences, seed_difference
 
         ax = axes[0][-1]
         for y, method in enumerate(order):
             if method == reference or method == "random":
                 continue
             d = seed_difference(table, method=method, reference=reference).loc[scores[0]]
-            per_seed = (
-                table.xs(method, level="method")[scores[0]]
-                - table.xs(reference, level="method")[scores[0]]
-            ).dropna()
+            per_seed = paired_differences(table, method=method, reference=reference)
+            per_seed = per_seed[scores[0]].dropna()
             color = colors.get(method, "0.55")
             half = d["ci_high"] - d["mean"]  # the verdict's 95 % t interval (NaN: one seed)
             _dots_and_mean(ax, y, per_seed, d["mean"], half, color, rng)

@@ -375,13 +375,12 @@ def training_summary(history, *, model=None) -> str:
 def _difference_table(per_seed, method: str, reference: str) -> list[str]:
     """Markdown lines: each score's seed-paired difference, its 95 % interval and the call
     (empty when a method is missing or there is one seed only)."""
-    from .evaluation import seed_difference
-
     methods = set(per_seed.index.get_level_values("method"))
     if not {method, reference} <= methods:
         return []
-    d = seed_difference(per_seed, method=method, reference=reference).dropna(subset=["mean"])
-    if d.empty or int(d["n_seeds"].max()) < 2:
+    d = _seed_intervals(per_seed, method, reference, 0.95)
+    d = None if d is None else d.dropna(subset=["mean"])
+    if d is None or d.empty:
         return []
     lines = [
         f"`{method}` - `{reference}`, paired by seed (95% Student-t interval of the mean; "
