@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from ._compat import import_episcanpy
 from ._utils import logger, to_csr
 from .data import CHUNK_SIZE
-from .pp import binarized, counts_matrix, log_normalize
+from .pp import binarized, counts_matrix, is_integer_valued, log_normalize
 
 __all__ = [
     "CHUNKED_FLAVORS",
@@ -45,11 +45,6 @@ def _check_n_top(n_top: int, n_available: int, what: str) -> int:
     return int(n_top)
 
 
-def _is_integer_valued(x) -> bool:
-    data = x.data if sp.issparse(x) else np.asarray(x)
-    return bool(np.all(np.equal(np.mod(data, 1), 0)))
-
-
 def _check_gex_only(gex: ad.AnnData) -> None:
     """Raise if ``gex`` still holds other features: HVG selection is for genes only."""
     if "feature_types" in gex.var and set(gex.var["feature_types"].astype(str)) - {"GEX"}:
@@ -70,7 +65,7 @@ def _check_batch_key(gex: ad.AnnData, batch_key: str | None) -> None:
 
 def _check_raw_counts(gex: ad.AnnData, x, flavor: str, layer: str | None) -> None:
     """Raise if a seurat_v3 flavor is given non-integer data: its loess model is fit on counts."""
-    if flavor.startswith("seurat_v3") and not _is_integer_valued(x):
+    if flavor.startswith("seurat_v3") and not is_integer_valued(x):
         raise ValueError(
             f"flavor={flavor!r} expects raw counts, but the data in "
             f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
@@ -90,7 +85,7 @@ def _flavor_input(gex: ad.AnnData, flavor: str, layer: str | None, backed: bool)
     else:
         x = counts_matrix(gex, layer, "select_gex")
     _check_raw_counts(gex, x, flavor, layer)
-    if flavor in LOG_FLAVORS and _is_integer_valued(x):
+    if flavor in LOG_FLAVORS and is_integer_valued(x):
         x = log_normalize(x)  # normalize_total + log1p: what these flavors are meant for
     return x
 

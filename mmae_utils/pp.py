@@ -20,6 +20,7 @@ from ._utils import column_sums, row_blocks, scale_rows_inplace, to_csr
 
 __all__ = [
     "counts_matrix",
+    "is_integer_valued",
     "log_normalize",
     "binarize",
     "log_normalized",
@@ -55,6 +56,13 @@ def counts_matrix(adata: ad.AnnData, layer: str | None, what: str = "model input
             stacklevel=3,
         )
     return adata.X
+
+
+def is_integer_valued(x) -> bool:
+    """Whether every stored value of ``x`` (sparse or dense) is a whole number, as raw
+    counts are (NaN is not)."""
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    return bool(np.all(np.equal(np.mod(data, 1), 0)))
 
 
 def log_normalize(counts, *, target_sum: float = 1e4, copy: bool = True) -> sp.csr_matrix:

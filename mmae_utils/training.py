@@ -56,6 +56,7 @@ from .pipeline import (
     run_batches,
     validation_split,
 )
+from .pp import is_integer_valued
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -253,7 +254,7 @@ def _gex_counts(gex, layer: str | None):
         )
     counts, _ = _as_matrix(gex.X if layer is None else gex.layers[layer], "gex", layer=None)
     values = counts.data if sp.issparse(counts) else counts
-    if (values < 0).any() or not np.array_equal(values, np.round(values)):
+    if (values < 0).any() or not is_integer_valued(counts):
         raise ValueError(
             f'gex_likelihood="nb" models raw counts, but gex.{where} holds negative or '
             'non-integer values: put the raw counts in layers["counts"].'
