@@ -186,7 +186,8 @@ def _counts_to_scan(adata: ad.AnnData, layer: str, counts):
     source = f"layers[{layer!r}]"
     integer = True
     if counts is None:
-        if layer in adata.layers:
+        # anndata >= 0.13 lists X as layers[None]: None names no counts layer here
+        if layer is not None and layer in adata.layers:
             counts = adata.layers[layer]
         else:
             warnings.warn(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import anndata as ad
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -68,7 +69,7 @@ def _check_raw_counts(gex: ad.AnnData, x, flavor: str, layer: str | None) -> Non
     if flavor.startswith("seurat_v3") and not is_integer_valued(x):
         raise ValueError(
             f"flavor={flavor!r} expects raw counts, but the data in "
-            f"{'layers[' + repr(layer) + ']' if layer in gex.layers else 'X'} are not integers. "
+            f"{'layers[' + repr(layer) + ']' if layer is not None and layer in gex.layers else 'X'} are not integers. "
             "Pass the raw counts (layer='counts'), or use flavor='seurat' on log-normalized data."
         )
 
@@ -383,23 +384,98 @@ def _grouped_column_sums(
     return np.bincount(flat, weights=values, minlength=n_groups * n_cols).reshape(n_groups, n_cols)
 
 
+@numba.njit(cache=True)
+def _welford_rows(indptr, indices, data, codes, n_nz, mean, m2) -> None:  # pragma: no cover
+    """Welford's update over the nonzeros of CSR rows, in row order, per (batch, gene).
+
+    The same arithmetic, in the same order, as scanpy's ``sc.get.aggregate`` kernel
+    (``scanpy.get._kernels.mean_var_csr``) that scanpy >= 1.12 uses for seurat_v3's per-batch
+    means and variances; carried over chunks, it gives that kernel's numbers bit for bit.
+    """
+    for row in range(indptr.shape[0] - 1):
+        b = codes[row]
+        for j in range(indptr[row], indptr[row + 1]):
+            col = indices[j]
+            value = np.float64(data[j])
+            n = n_nz[b, col] + 1
+            n_nz[b, col] = n
+            m = mean[b, col]
+            delta = value - m
+            m += delta / n
+            mean[b, col] = m
+            m2[b, col] += delta * (value - m)
+
+
+@numba.njit(cache=True)
+def _welford_with_zeros(n_nz, mean, m2, n_obs) -> None:  # pragma: no cover
+    """Merge each (batch, gene) accumulator with its implicit zeros and divide by n (in place):
+    scanpy's ``mean_var_csr`` epilogue."""
+    for b in range(mean.shape[0]):
+        n_b = n_obs[b]
+        for col in range(mean.shape[1]):
+            nz = n_nz[b, col]
+            k = n_b - nz
+            if k > 0 and nz > 0:
+                mean_a = mean[b, col]
+                mean[b, col] = mean_a * nz / n_b
+                m2[b, col] += mean_a * mean_a * nz * k / n_b
+            m2[b, col] /= n_b
+
+
+class _PassOne:
+    """Pass 1 over the counts (one chunk at a time): per batch and gene the sum and sum of
+    squares (scanpy's all-cells means and variances) and Welford accumulators (its per-batch
+    ones)."""
+
+    def __init__(self, n_b: int, n_genes: int, codes: np.ndarray, *, welford: bool):
+        self.codes = codes
+        self.welford = welford
+        self.sums = np.zeros((n_b, n_genes))
+        self.sq = np.zeros((n_b, n_genes))
+        self.n_nz = np.zeros((n_b, n_genes), dtype=np.int64)
+        self.mean = np.zeros((n_b, n_genes))
+        self.m2 = np.zeros((n_b, n_genes))
+
+    def add(self, start: int, stop: int, block: sp.csr_matrix) -> None:
+        codes = self.codes[start:stop]
+        n_b = self.sums.shape[0]
+        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
+        # of large squares included), summed in float64: exact for integer counts
+        self.sums += _grouped_column_sums(block, codes, n_b, block.data.astype(np.float64))
+        squares = (block.data * block.data).astype(np.float64)
+        self.sq += _grouped_column_sums(block, codes, n_b, squares)
+        if self.welford:
+            _welford_rows(
+                block.indptr, block.indices, block.data, codes, self.n_nz, self.mean, self.m2
+            )
+
+    def batch_mean_var(self, n_per: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per batch and gene the mean and unbiased variance, as ``sc.get.aggregate``."""
+        n_obs = n_per.astype(np.int64)
+        mean, m2 = self.mean.copy(), self.m2.copy()
+        _welford_with_zeros(self.n_nz, mean, m2, n_obs)
+        denom = np.where(n_obs > 1, n_obs - 1, np.nan)
+        return mean, m2 * (n_obs / denom)[:, np.newaxis]
+
+
 def _chunked_sums(
-    gex: ad.AnnData, codes: np.ndarray, n_b: int, *, chunk_size: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1 over the counts: per batch and gene, the sum and the sum of squares of the counts."""
+    gex: ad.AnnData,
+    codes: np.ndarray,
+    n_b: int,
+    *,
+    chunk_size: int,
+    progress: bool,
+    welford: bool,
+) -> _PassOne:
+    """Pass 1 over the counts: per batch and gene, what the means and variances need."""
     from .data import iter_counts
 
-    sums = np.zeros((n_b, gex.n_vars))
-    sq = np.zeros((n_b, gex.n_vars))
+    acc = _PassOne(n_b, gex.n_vars, codes, welford=welford)
     for start, stop, block in iter_counts(
         gex, chunk_size=chunk_size, progress=progress, desc="HVG pass 1/2"
     ):
-        # squares in the data's own dtype, as scanpy's numba kernel does (float32 rounding
-        # of large squares included), summed in float64: exact for integer counts
-        sums += _grouped_column_sums(block, codes[start:stop], n_b, block.data.astype(np.float64))
-        squares = (block.data * block.data).astype(np.float64)
-        sq += _grouped_column_sums(block, codes[start:stop], n_b, squares)
-    return sums, sq
+        acc.add(start, stop, block)
+    return acc
 
 
 def _mean_var(s, q, n):
@@ -411,20 +487,20 @@ def _mean_var(s, q, n):
     return mean, var
 
 
-def _loess_clip(sums: np.ndarray, sq: np.ndarray, n_per: np.ndarray, span: float):
+def _loess_clip(batch_means: np.ndarray, batch_vars: np.ndarray, n_per: np.ndarray, span: float):
     """Per batch as scanpy: gene means, the sd of the loess trend of log variance on log mean,
     and the clip value ``mean + sqrt(n) * sd`` (batches x genes)."""
     from skmisc.loess import loess
 
-    n_b, n_genes = sums.shape
+    n_b, n_genes = batch_means.shape
     means, reg_stds, clips = [], [], []
     for b in range(n_b):
-        mean, var = _mean_var(sums[b], sq[b], n_per[b])
-        not_const = var > 0
+        mean, var = batch_means[b], batch_vars[b]
         estimat_var = np.zeros(n_genes, dtype=np.float64)
-        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
-        model.fit()
-        estimat_var[not_const] = model.outputs.fitted_values
+        if (not_const := var > 0).any():
+            model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+            model.fit()
+            estimat_var[not_const] = model.outputs.fitted_values
         reg_std = np.sqrt(10**estimat_var)
         means.append(mean)
         reg_stds.append(reg_std)
@@ -521,10 +597,12 @@ def seurat_v3_chunked(
     """scanpy's ``seurat_v3`` highly-variable-gene ranking, computed over row chunks.
 
     Two passes over the counts (:func:`mmae_utils.data.iter_counts`), each holding one chunk
-    in memory: per gene and batch the sum and sum of squares (mean and variance), then, after
+    in memory: per gene and batch the mean and variance (over all cells from the sum and sum
+    of squares, per batch with Welford's update, each as scanpy computes it), then, after
     scanpy's loess fit, the sums of the counts clipped at ``mean + sqrt(n) * fitted sd``.
-    Counts are integers, so the sums are exact and the result equals
-    ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` on the same data.
+    Counts are integers, so the sums are exact, the Welford steps follow scanpy's in the same
+    row order, and the result equals ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")``
+    (scanpy 1.12) on the same data.
 
     Returns
     -------
@@ -535,10 +613,19 @@ def seurat_v3_chunked(
     from skmisc.loess import loess  # noqa: F401 - without scikit-misc, fail before pass 1
 
     codes, n_b = _batch_codes(gex, batch_key)
-    sums, sq = _chunked_sums(gex, codes, n_b, chunk_size=chunk_size, progress=progress)
+    acc = _chunked_sums(
+        gex, codes, n_b, chunk_size=chunk_size, progress=progress, welford=batch_key is not None
+    )
     n_per = np.bincount(codes, minlength=n_b).astype(np.float64)
-    all_mean, all_var = _mean_var(sums.sum(0), sq.sum(0), float(gex.n_obs))
-    means, reg_stds, clip = _loess_clip(sums, sq, n_per, span)
+    all_mean, all_var = _mean_var(acc.sums.sum(0), acc.sq.sum(0), float(gex.n_obs))
+    if batch_key is None:
+        # scanpy's single batch: the all-cells means and variances (fast-array-utils' mean_var)
+        batch_means, batch_vars = all_mean[np.newaxis], all_var[np.newaxis]
+    else:
+        # per batch, scanpy (>= 1.12) takes sc.get.aggregate's Welford means and variances;
+        # they differ from the sums' in the last bits, which loess and the ranks can amplify
+        batch_means, batch_vars = acc.batch_mean_var(n_per)
+    means, reg_stds, clip = _loess_clip(batch_means, batch_vars, n_per, span)
     csum, csq = _chunked_clipped_sums(
         gex, codes, n_b, clip, chunk_size=chunk_size, progress=progress
     )

@@ -422,7 +422,7 @@ class CellCycle:
                     f"list is among the {part.n_vars} GEX features"
                 )
                 return
-        if layer not in part.layers and "mmae_backed" not in part.uns:
+        if (layer is None or layer not in part.layers) and "mmae_backed" not in part.uns:
             logger.info("Cell cycle: layers[%r] absent, using the GEX part of X as counts.", layer)
         x = _log_normalised(part, layer)
         var = pd.DataFrame(index=part.var_names.astype(str))

@@ -322,10 +322,15 @@ def _modality_names(modalities: Mapping[str, str] | None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _mudata_quietly():
-    """``mudata``, with its update() pulling nothing and without its FutureWarnings about that."""
+    """``mudata``, with its update() pulling nothing and without its FutureWarnings about that.
+
+    mudata 0.4 replaced ``md.set_options(...)`` with the ``md.settings`` object; pulling on
+    update is off by default there, but a user's environment (``MUDATA_PULL_ON_UPDATE``) can
+    turn it on, so it is still switched off here.
+    """
     import mudata as md
 
-    with warnings.catch_warnings(), md.set_options(pull_on_update=False):
+    with warnings.catch_warnings(), md.settings.override(pull_on_update=False):
         warnings.simplefilter("ignore", FutureWarning)
         yield md
 
@@ -493,7 +498,9 @@ def _mudata_from_contract(adata: ad.AnnData, names: dict[str, str], keys: list[s
     for kind, name in names.items():
         part = adata[:, np.flatnonzero(kinds == kind)]
         obs = pd.DataFrame(index=adata.obs_names)
-        mods[name] = ad.AnnData(X=part.X, obs=obs, var=part.var.copy(), layers=dict(part.layers))
+        # anndata 0.13 lists X as layers[None]: only the named layers are passed beside X
+        layers = {k: v for k, v in part.layers.items() if k is not None}
+        mods[name] = ad.AnnData(X=part.X, obs=obs, var=part.var.copy(), layers=layers)
     with _mudata_quietly() as md:
         mdata = md.MuData(mods)
         mdata.obs = adata.obs.copy()

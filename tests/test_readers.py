@@ -94,7 +94,7 @@ def tenx(tmp_path):
 
 
 def _mudata(mods, obs=None):
-    with warnings.catch_warnings(), md.set_options(pull_on_update=False):
+    with warnings.catch_warnings(), md.settings.override(pull_on_update=False):
         warnings.simplefilter("ignore", FutureWarning)
         mdata = md.MuData(mods)
         if obs is not None:
