@@ -3,7 +3,7 @@
 #   make test     run the test suite (unit tests + notebooks)
 # Both create .venv and install the project (editable, with dev extras) on first use.
 
-PYTHON ?= python3.11
+PYTHON ?= python3.12
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""A narrow compatibility step for episcanpy 0.4.0 on numpy 2 / anndata 0.12.
+"""A narrow compatibility step for episcanpy 0.4.0 on numpy 2 / anndata >= 0.11.
 
 episcanpy 0.4.0 (its last release) fails at import on the modern stack:
 

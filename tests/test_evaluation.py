@@ -547,7 +547,7 @@ def test_agrees_with_scib_metrics(scored):
 
 @pytest.mark.slow
 def test_evaluate_above_10k_cells():
-    """scanpy 1.11.5 + pynndescent >= 0.7 breaks sc.pp.neighbors above ~8k cells."""
+    """scanpy 1.11.5 / 1.12.4 + pynndescent >= 0.7 break sc.pp.neighbors above ~8k cells."""
     n = 12_000
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 6, n)

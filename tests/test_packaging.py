@@ -25,4 +25,4 @@ def test_environment_yml_matches_pyproject():
     pip_part = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     got = dict(_norm(r) for r in pip_part if not r.startswith("-e"))
     assert got == wanted
-    assert "python=3.11" in env["dependencies"]
+    assert "python=3.12" in env["dependencies"]

@@ -44,11 +44,16 @@ def stream_to_h5ad(
             for start, stop in chunks:
                 counts, x, ga, qc = simulate_chunk(d, start, stop, seed)
                 qcs.append(qc)
-                for key, mat in (("X", x), ("layers/counts", counts), ("ga", ga)):
+                for key, (parent, name, mat) in {
+                    "X": ("/", "X", x),
+                    "counts": ("layers", "counts", counts),
+                    "ga": ("obsm_tmp", "ATAC_gene_activity", ga),
+                }.items():
                     if key not in targets:
-                        group = "obsm_tmp/ATAC_gene_activity" if key == "ga" else key
-                        write_elem(f, group, mat, dataset_kwargs=kw)
-                        targets[key] = sparse_dataset(f[group])
+                        # into the parent group by a plain name: anndata 0.13 refuses keys
+                        # with a "/" (such as "layers/counts") in .h5ad files
+                        write_elem(f.require_group(parent), name, mat, dataset_kwargs=kw)
+                        targets[key] = sparse_dataset(f[parent][name])
                     else:
                         targets[key].append(mat)
                 bar.update(stop - start)
