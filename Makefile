@@ -4,6 +4,7 @@
 # Both create .venv and install the project (editable, with dev extras) on first use.
 
 PYTHON ?= python3.12
+PY312 := sh -c '"$$0" -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))"'
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,8 +13,13 @@ PYTEST_ARGS ?=
 
 .PHONY: install test test-fast report docs lint format clean
 
+# The project runs on Python 3.12 only. Under pyenv, a bare python3.12 fails while another
+# version is global: PYENV_VERSION=3.12 picks the newest installed 3.12 there. A .venv of
+# another Python (an older checkout's 3.11) is made anew.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(PY312) $(BIN)/python 2>/dev/null || { rm -rf $(VENV); \
+	  $(PYTHON) -m venv $(VENV) 2>/dev/null || PYENV_VERSION=3.12 python3.12 -m venv $(VENV); }
+	@$(PY312) $(BIN)/python || { echo "$(VENV) needs Python 3.12: set PYTHON=/path/to/python3.12" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
