@@ -461,7 +461,7 @@ def seed_scores(
 
     With a ``reference`` method in the table, a last panel zooms in on what matters: each
     method's ``scores[0]`` minus the reference's, seed by seed (0 marked), with the mean
-    and the 95 % t interval that :func:`~mmae_utils.report.verdict` judges by.
+    and the 95 % t interval that :func:`~mmae_utils.comparison.verdict` judges by.
 
     Parameters
     ----------

@@ -45,7 +45,7 @@ import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
-from .likelihoods import log_normalized_mean
+from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
 from .model import MultiModalAutoencoder
 from .persistence import check_features, load_model, save_model
 from .pipeline import (
@@ -760,6 +760,9 @@ def reconstruct(
     likelihood = model.likelihoods[modality]
     if likelihood == "nb":
         return out if logits else log_normalized_mean(out)
+    if likelihood == "bernoulli" and model.output_activation == "relu":  # probabilities
+        p = np.clip(out, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
+        return np.log(p / (1.0 - p)).astype(np.float32) if logits else p
     if likelihood == "bernoulli":
         return out if logits else _sigmoid(out)
     transform = model.gex_transform if modality == "gex" else model.atac_transform
