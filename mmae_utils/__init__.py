@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns notebook output;
 # keep warnings and errors. Set TF_CPP_MIN_LOG_LEVEL yourself to override.
@@ -66,6 +67,10 @@ __all__ = [*_SUBMODULES, "__version__", "setup_session"]
 def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str]:
     """Print the versions that matter and seed everything: the first cell of every notebook.
 
+    TensorFlow is imported here with its C++ start-up lines discarded (they would appear
+    in every notebook; see :func:`mmae_utils._utils.import_tensorflow_quietly`), and Keras'
+    deprecation warnings, which a reader cannot act on, are hidden.
+
     Parameters
     ----------
     seed
@@ -80,8 +85,10 @@ def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    from ._utils import set_seed
+    from ._utils import import_tensorflow_quietly, set_seed
 
+    gpus = import_tensorflow_quietly()  # TF's C++ start-up lines discarded
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"keras(\.|$)")
     versions = {"python": platform.python_version(), "mmae_utils": __version__}
     for pkg in (
         "numpy",
@@ -99,9 +106,11 @@ def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str
         except PackageNotFoundError:
             versions[pkg] = "not installed"
     set_seed(seed, deterministic=deterministic)
+    device = f"{len(gpus)} GPU" if gpus else "CPU"
     print("  ".join(f"{k} {v}" for k, v in versions.items()))
     print(
-        f"seed {seed} (Python, NumPy, Keras, TensorFlow; op determinism {'on' if deterministic else 'off'})"
+        f"TensorFlow on {device}; seed {seed} (Python, NumPy, Keras, TensorFlow; op "
+        f"determinism {'on' if deterministic else 'off'})"
     )
     return versions
 

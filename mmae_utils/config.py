@@ -361,7 +361,7 @@ class ModelConfig:
         if value == "relu" and gex_likelihood == "nb":
             raise ValueError(
                 'output_activation="relu" is the seed notebook\'s output for MSE and BCE; '
-                'the negative binomial decoder outputs logits of a softmax, which a ReLU '
+                "the negative binomial decoder outputs logits of a softmax, which a ReLU "
                 'would cut: use gex_likelihood="mse" or output_activation="linear".'
             )
         return value

@@ -101,9 +101,7 @@ def dense_stack(
                 keras.layers.Dropout(dropout, seed=next(seeds), name=f"{name}_dropout{i}")
             )
     if out_dim is not None:
-        layers.append(
-            dense(out_dim, next(seeds), name=f"{name}_out", activation=out_activation)
-        )
+        layers.append(dense(out_dim, next(seeds), name=f"{name}_out", activation=out_activation))
     return layers
 
 

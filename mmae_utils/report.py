@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from ._utils import atomic_path, logger
+from ._utils import TEXT_PROGRESS_ENV, atomic_path, logger, progress_bar
 from .comparison import best_other, difference_table, goal, verdict
 
 #: The tutorial, in order.
@@ -367,7 +367,6 @@ def replicate(
     :func:`mmae_utils.evaluation.seed_difference`.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from . import evaluation
 
@@ -383,7 +382,8 @@ def replicate(
             raise ValueError(f"first has no scores for {missing}; pass them or drop first.")
         tables[seeds[0]] = first
     todo = [s for s in seeds if s not in tables]
-    for seed in tqdm(todo, desc="seeds", disable=not progress or not todo):
+    bar = progress_bar(total=len(todo), desc="seeds", disable=not progress or not todo)
+    for seed in todo:
         embeddings = {method: train_like(selected, run_dir, seed=seed)}
         for name, preset in presets.items():
             embeddings[name] = train_like(selected, run_dir, seed=seed, preset=preset)
@@ -403,6 +403,8 @@ def replicate(
             seed=seed,
             progress=False,
         )
+        bar.update()
+    bar.close()
     return pd.concat({s: tables[s] for s in seeds}, names=["seed", "method"])
 
 
@@ -483,6 +485,7 @@ def run_report(
         data = Path(data).expanduser().resolve()  # the notebooks run in `out`, not here
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     write_json(full, out / "params.json")
+    os.environ.setdefault(TEXT_PROGRESS_ENV, "1")  # the kernels inherit it: text bars
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     timings = {"cpus": cpus, "notebooks": {}}
     for name in names:

@@ -50,6 +50,7 @@ from .model import MultiModalAutoencoder
 from .persistence import check_features, load_model, save_model
 from .pipeline import (
     check_batch_size,
+    epoch_printer,
     epoch_timer,
     make_dataset,
     projected,
@@ -353,7 +354,9 @@ def train(
         Apply :func:`tune_malloc` (glibc only; process-wide): about 1.4x less CPU time per
         epoch on CPU.
     verbose
-        Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto".
+        Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto";
+        or ``"summary"``: a short line every tenth of ``epochs`` and when training stops
+        (notebook 04: readable in a saved notebook, where 100 epoch lines are not).
     callbacks
         Extra Keras callbacks.
 
@@ -401,6 +404,9 @@ def train(
         learning_rate=learning_rate,
         extra=callbacks,
     )
+    if verbose == "summary":  # a short line every few epochs (pipeline.epoch_printer)
+        plan.callbacks.append(epoch_printer(int(epochs), monitor=plan.monitor))
+        verbose = 0
     history = _fit(model, plan, epochs=epochs, verbose=verbose)
     options = {  # what notebook 04 records for report.replicate
         "epochs": int(epochs),
@@ -588,6 +594,7 @@ def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_r
     if patience is not None:
         plan.early = keras.callbacks.EarlyStopping(
             monitor=plan.monitor,
+            mode="min",  # every monitored value is a loss (Keras cannot tell for recon_loss)
             patience=int(patience),
             min_delta=float(min_delta),
             restore_best_weights=True,
@@ -598,6 +605,7 @@ def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_r
         plan.callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor=plan.monitor,
+                mode="min",
                 factor=0.5,
                 patience=3,
                 min_delta=float(min_delta),

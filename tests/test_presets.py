@@ -147,7 +147,7 @@ def test_presets_and_their_errors():
 
 
 def test_original_preset_is_the_seed_notebooks_model(data):
-    """"original": own decoders, ReLU outputs, and BCE on the ReLU read as a probability."""
+    """ "original": own decoders, ReLU outputs, and BCE on the ReLU read as a probability."""
     gex, atac, _ = data
     model = build_model(N_GENES, N_PEAKS, preset="original", latent_dim=6, hidden=(16,))
     assert model.decoders == "own" and model.output_activation == "relu"
