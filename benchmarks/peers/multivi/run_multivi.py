@@ -23,9 +23,10 @@ so that one run on the demo's 5,000 cells takes minutes on one or two CPU thread
 
 Output, in ``--out`` (default ``RUN_DIR/peers/multivi``), each written to a temporary file
 and renamed: ``multivi_seed{S}.npz`` per seed (``obs_names``, ``latent`` =
-``get_latent_representation()``, the posterior means, float32, and ``seed``) and ``multivi_run.json``
-(options, versions, and per seed the training seconds, epochs and last losses; seeds of
-earlier runs into the same folder are kept unless run again).
+``get_latent_representation()``, the posterior means, float32, and ``seed``) and
+``multivi_run.json`` (options, versions, and per seed the training seconds, the epochs and
+the losses per epoch; seeds of earlier runs into the same folder are kept unless run
+again).
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ import numpy as np
 LATENT_DIM = 20  # the autoencoder's latent size (notebook 03's LATENT_DIM)
 MAX_EPOCHS = 100  # the cap on train()'s max_epochs (scvi-tools' default: 500)
 FEATURE_TYPES = ("GEX", "ATAC")
+#: Per-epoch losses kept in the run record (to see whether the epoch cap cut training short).
+HISTORY_KEYS = (
+    "elbo_train",
+    "elbo_validation",
+    "reconstruction_loss_validation",
+    "kl_local_validation",
+)
 
 
 class InputError(ValueError):
@@ -132,7 +140,10 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain open() would give
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -181,6 +192,11 @@ def train_one(mdata, n_genes: int, n_regions: int, seed: int, args) -> tuple[np.
         if k in history
     }
     epochs = len(history["elbo_train"]) if "elbo_train" in history else None
+    curves = {
+        k: [round(float(v), 3) for v in history[k].iloc[:, 0].dropna()]
+        for k in HISTORY_KEYS
+        if k in history
+    }
     record = {
         "seed": seed,
         "train_seconds": round(seconds, 2),
@@ -188,6 +204,7 @@ def train_one(mdata, n_genes: int, n_regions: int, seed: int, args) -> tuple[np.
         "epochs": epochs,
         "stopped_early": epochs is not None and epochs < args.max_epochs,
         "last": last,
+        "history": curves,
         "model": " ".join(model._model_summary_string.split()),
         "model_kwargs": model_kwargs,
         "train_kwargs": train_kwargs,
