@@ -146,9 +146,11 @@ def score(run_dir: Path, peer: dict[int, np.ndarray], name: str) -> tuple[pd.Dat
         if mmae is not None:
             selected.obsm[MMAE_KEY] = mmae
             embeddings["mmae"] = MMAE_KEY
+        t0 = time.perf_counter()
         embeddings |= evaluation.baselines(
             selected, n_comps=n_dims, methods=list(BASELINES), seed=seed
         )
+        t_base = time.perf_counter() - t0
         t0 = time.perf_counter()
         table = evaluation.evaluate(
             selected,
@@ -163,7 +165,11 @@ def score(run_dir: Path, peer: dict[int, np.ndarray], name: str) -> tuple[pd.Dat
         seconds[seed] = {
             m: round(sum(details[m]["seconds"].values()), 2) for m in embeddings if m in details
         }
-        print(f"seed {seed}: scored {list(embeddings)} in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"seed {seed}: baselines in {t_base:.0f} s, scored {list(embeddings)} in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         tables[seed] = table[list(SCORES)].astype(float)
     return pd.concat(tables, names=["seed", "method"]), seconds
 
@@ -350,6 +356,8 @@ def main(argv=None) -> int:
         except (AlignmentError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.scores.parent.mkdir(parents=True, exist_ok=True)
         table, eval_seconds = score(args.run_dir, peer, args.name)
         table.reset_index().to_csv(args.scores, index=False)
         eval_path.write_text(json.dumps({str(k): v for k, v in eval_seconds.items()}, indent=1))
