@@ -21,9 +21,9 @@ of each score and method, the seed-paired differences of the peer to every other
 (95 % t-intervals, ``evaluation.seed_difference``; better / worse only when the interval
 excludes 0, ``report.interval_call``), headed by those to ``pca_concat`` and to the best
 other method, and the peer's run times from its ``--run-json``. ``--table-only`` rewrites
-the page from the scores file without scoring again; ``--readme FILE`` also replaces the
-block between ``<!-- peer:NAME -->`` and ``<!-- /peer:NAME -->`` in FILE with the
-headline.
+the page from the scores file without scoring again (the peer's run record is copied
+beside the page as ``<out>_run.json`` for that); ``--readme FILE`` also replaces the block
+between ``<!-- peer:NAME -->`` and ``<!-- /peer:NAME -->`` in FILE with the headline.
 """
 
 from __future__ import annotations
@@ -195,15 +195,18 @@ def headline(table: pd.DataFrame, name: str, label: str) -> str:
     parts = []
     for ref in dict.fromkeys([REFERENCE, best]):
         d = seed_difference(table, method=name, reference=ref).loc["overall"]
-        call = interval_call(d["ci_low"], d["ci_high"])
         tag = " (the best other method)" if ref == best else ""
-        parts.append(
-            f"vs `{ref}`{tag} {agg.loc[ref, ('overall', 'mean')]:.3f}: "
-            f"Δ {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], **{call}**"
-        )
+        if n > 1:
+            call = interval_call(d["ci_low"], d["ci_high"])
+            diff = f"Δ {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], **{call}**"
+        else:
+            diff = f"Δ {d['mean']:+.3f} (one seed: no interval, no call)"
+        parts.append(f"vs `{ref}`{tag} {agg.loc[ref, ('overall', 'mean')]:.3f}: {diff}")
+    spread = f" ± {agg.loc[name, ('overall', 'sd')]:.3f} over {n} seeds" if n > 1 else " (1 seed)"
     return (
-        f"{label} overall {agg.loc[name, ('overall', 'mean')]:.3f} ± "
-        f"{agg.loc[name, ('overall', 'sd')]:.3f} over {n} seeds; " + "; ".join(parts) + "."
+        f"{label} overall {agg.loc[name, ('overall', 'mean')]:.3f}{spread}; "
+        + "; ".join(parts)
+        + "."
     )
 
 
@@ -228,7 +231,8 @@ def run_times(run: dict | None, eval_seconds: dict | None, name: str) -> list[st
         mean = pd.DataFrame(eval_seconds).T.mean()
         lines += [
             "",
-            "Evaluation seconds per embedding (mean over seeds): "
+            "Evaluation seconds per embedding (mean over seeds; the first one scored in the "
+            "process includes the kNN search's one-off numba compilation): "
             + ", ".join(f"{m} {s:.1f}" for m, s in mean.items())
             + ".",
         ]
@@ -236,7 +240,13 @@ def run_times(run: dict | None, eval_seconds: dict | None, name: str) -> list[st
 
 
 def markdown(
-    table: pd.DataFrame, name: str, label: str, run: dict | None, eval_seconds, run_dir
+    table: pd.DataFrame,
+    name: str,
+    label: str,
+    run: dict | None,
+    eval_seconds,
+    run_dir,
+    note: str | None = None,
 ) -> str:
     from mmae_utils.evaluation import aggregate_seeds, seed_difference
 
@@ -261,7 +271,7 @@ def markdown(
             f"{v.get('lightning')}, Python {v.get('python')}; {run.get('n_cells'):,} cells, "
             f"{run.get('n_genes'):,} genes + {run.get('n_regions'):,} peaks (counts, "
             f"`layers[{run.get('layer')!r}]`), batch key `{run.get('batch_key')}`, "
-            f"{run.get('threads')} CPU thread(s).",
+            f"CPU threads: {run.get('threads')}.",
             "",
             f"Model: `{first.get('model', '')}`. `MULTIVI(mdata, "
             + ", ".join(f"{k}={val}" for k, val in first.get("model_kwargs", {}).items())
@@ -270,7 +280,9 @@ def markdown(
             + ")`, everything else at scvi-tools' defaults.",
             "",
         ]
-    out += [f"## {headline(table, name, label)}", ""]
+    out += ["## Headline", "", headline(table, name, label), ""]
+    if note:
+        out += [note, ""]
     out += ["## Scores (mean ± sd over seeds)", ""]
     out += ["| method | " + " | ".join(SHORT[c] for c in SCORES) + " | seeds |"]
     out += ["|---|" + "---|" * (len(SCORES) + 1)]
@@ -283,8 +295,13 @@ def markdown(
         f"## {label} minus each other method, paired by seed",
         "",
         "Mean difference [95 % t-interval], then the call: better / worse when the interval "
-        f"excludes 0, else tie. With {len(seeds)} seeds the t quantile is "
-        f"{_t(len(seeds)):.2f}. First `{REFERENCE}`, then the best other method "
+        + (
+            f"excludes 0, else tie. With {len(seeds)} seeds the t quantile is "
+            f"{_t(len(seeds)):.2f}. "
+            if len(seeds) > 1
+            else "excludes 0, else tie (one seed: no interval). "
+        )
+        + f"First `{REFERENCE}`, then the best other method "
         f"(`{best}`, the highest mean overall), then the rest.",
         "",
     ]
@@ -326,6 +343,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scores", type=Path, help="scores CSV (default: OUT with _scores.csv)")
     p.add_argument("--table-only", action="store_true", help="rewrite OUT from --scores")
     p.add_argument("--readme", type=Path, help="file whose peer:NAME block gets the headline")
+    p.add_argument("--note", help="a paragraph of context put under the headline")
     args = p.parse_args(argv)
     if not args.table_only and not args.files:
         p.error("give the peer's embedding files (or --table-only).")
@@ -342,11 +360,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     run = json.loads(args.run_json.read_text()) if args.run_json else None
     eval_path = args.scores.with_name(f"{args.scores.stem}_eval_seconds.json")
+    run_copy = args.out.with_name(f"{args.out.stem}_run.json")
     if args.table_only:
         table = read_scores(args.scores)
         eval_seconds = json.loads(eval_path.read_text()) if eval_path.is_file() else None
-        if run is None and args.scores.with_name(f"{args.name}_run.json").is_file():
-            run = json.loads(args.scores.with_name(f"{args.name}_run.json").read_text())
+        if run is None and run_copy.is_file():
+            run = json.loads(run_copy.read_text())
     else:
         import anndata as ad
 
@@ -362,8 +381,8 @@ def main(argv=None) -> int:
         table.reset_index().to_csv(args.scores, index=False)
         eval_path.write_text(json.dumps({str(k): v for k, v in eval_seconds.items()}, indent=1))
         if run is not None:  # kept beside the scores so that --table-only has it
-            args.scores.with_name(f"{args.name}_run.json").write_text(json.dumps(run, indent=2))
-    text = markdown(table, args.name, args.label, run, eval_seconds, args.run_dir)
+            run_copy.write_text(json.dumps(run, indent=2))
+    text = markdown(table, args.name, args.label, run, eval_seconds, args.run_dir, args.note)
     args.out.write_text(text)
     head = headline(table, args.name, args.label)
     print(text)
