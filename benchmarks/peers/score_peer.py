@@ -23,7 +23,8 @@ excludes 0, ``report.interval_call``), headed by those to ``pca_concat`` and to 
 other method, and the peer's run times from its ``--run-json``. ``--table-only`` rewrites
 the page from the scores file without scoring again (the peer's run record is copied
 beside the page as ``<out>_run.json`` for that); ``--readme FILE`` also replaces the block
-between ``<!-- peer:NAME -->`` and ``<!-- /peer:NAME -->`` in FILE with the headline.
+between ``<!-- peer:STEM -->`` and ``<!-- /peer:STEM -->`` in FILE with the headline
+(``STEM``: the page's file name without ``.md``, e.g. ``multivi``).
 """
 
 from __future__ import annotations
@@ -41,12 +42,21 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: the ablation's table helpers
 
-from ablation import SCORES, SHORT, fmt_diff, fmt_mean_sd  # noqa: E402
+from ablation import SCORES, SHORT, fmt_mean_sd  # noqa: E402
+from ablation import fmt_diff as _fmt_diff  # noqa: E402
 
 #: The project's methods scored beside the peer (notebook 05 / the ablation's competitors).
 BASELINES = ("pca_concat", "pca_competition", "harmony", "guanlab")
 REFERENCE = "pca_concat"
 MMAE_KEY = "X_mmae"
+
+
+def fmt_diff(row) -> str:
+    """The ablation's ``+0.012 [-0.003, +0.027] tie``; with one seed only the difference
+    (no interval, so no call)."""
+    if int(row["n_seeds"]) < 2 and np.isfinite(row["mean"]):
+        return f"{row['mean']:+.3f} (1 seed)"
+    return _fmt_diff(row)
 
 
 class AlignmentError(ValueError):
@@ -342,7 +352,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="Markdown page (default benchmarks/peers/NAME.md)")
     p.add_argument("--scores", type=Path, help="scores CSV (default: OUT with _scores.csv)")
     p.add_argument("--table-only", action="store_true", help="rewrite OUT from --scores")
-    p.add_argument("--readme", type=Path, help="file whose peer:NAME block gets the headline")
+    p.add_argument("--readme", type=Path, help="file whose peer:STEM block gets the headline")
     p.add_argument("--note", help="a paragraph of context put under the headline")
     args = p.parse_args(argv)
     if not args.table_only and not args.files:
@@ -387,7 +397,7 @@ def main(argv=None) -> int:
     head = headline(table, args.name, args.label)
     print(text)
     if args.readme is not None:
-        done = update_readme(args.readme, args.name, head)
+        done = update_readme(args.readme, args.out.stem, head)
         print(f"{args.readme}: {'headline updated' if done else 'no peer block, left alone'}")
     return 0
 
