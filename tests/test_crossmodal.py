@@ -218,3 +218,4 @@ def test_train_model_like_changes_the_config_and_keeps_the_split(tiny, parts, tr
     assert like_history.attrs["validation_rows"] == history.attrs["validation_rows"]
     with pytest.raises(TypeError):
         report.train_model_like(tiny, tmp_path, seed=SEED, not_an_option=1)
+    assert report.train_like(tiny, tmp_path, seed=SEED).shape == (tiny.n_obs, model.latent_dim)
