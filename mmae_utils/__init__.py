@@ -18,6 +18,8 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.training`: streaming sparse training and embedding (AnnData in);
 - :mod:`mmae_utils.pipeline`: its tf.data batches and batched inference (arrays in);
 - :mod:`mmae_utils.persistence`: saving and loading trained models;
+- :mod:`mmae_utils.crossmodal`: one modality predicted from the other, scored per feature on
+  held-out cells against trivial baselines;
 - :mod:`mmae_utils.baselines`: baseline embeddings of the same size;
 - :mod:`mmae_utils.evaluation`: NeurIPS 2021 joint-embedding metrics;
 - :mod:`mmae_utils.plotting`: figures;
@@ -53,6 +55,7 @@ _SUBMODULES = (
     "training",
     "pipeline",
     "persistence",
+    "crossmodal",
     "baselines",
     "neighbors",
     "metrics",

@@ -29,6 +29,7 @@ __all__ = [
     "DISTINCT_COLORS",
     "architecture",
     "composition",
+    "crossmodal",
     "highly_variable_genes",
     "loss_curves",
     "marker_dotplot",
@@ -218,6 +219,89 @@ def umaps(
             options = {"order": order, "size": size, "legend": True, "on_data": column in on_data}
             _scatter(ax, coords, adata.obs[key], adata, key, **options)
             ax.set_title(f"{name}: {column.replace('_{method}', '')}", fontsize=10)
+    return save_figure(fig, save)
+
+
+def _crossmodal_pair(axes, coords, rows, observed, predicted, titles, size) -> None:
+    """Observed and predicted values of one feature, each on its own colour scale: every
+    cell grey, the held-out ``rows`` coloured on top (highest values last)."""
+    for ax, values, title in zip(axes, (observed, predicted), titles, strict=True):
+        ax.scatter(*coords.T, c="0.88", s=size / 3, linewidths=0, rasterized=True)
+        top = np.argsort(values, kind="stable")  # the highest values drawn last, on top
+        xy = coords[rows][top]
+        ax.scatter(*xy.T, c=values[top], cmap="viridis", s=size, linewidths=0, rasterized=True)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def crossmodal(
+    adata: ad.AnnData,
+    scores,
+    *,
+    features: Mapping[str, Sequence[str]] | None = None,
+    basis: str = "X_mmae",
+    n_neighbors: int = 15,
+    seed: int = 0,
+    name: str = "mmae",
+    save: str | os.PathLike | None = None,
+):
+    """Observed against predicted values of a few genes and peaks, on the UMAP of an embedding.
+
+    One row per direction (GEX from ATAC, ATAC from GEX), two panels per feature side by
+    side: its observed values (log-normalised counts; open / closed) and the model's
+    prediction from the other modality alone, each on its own colour scale (viridis, low to
+    high). Only the held-out cells that were scored are coloured; the others are grey.
+
+    Parameters
+    ----------
+    adata
+        The cells scored, with ``obsm[basis]``; the UMAP is cached there as
+        :func:`umaps` caches it (:func:`~mmae_utils.neighbors.umap_coords`).
+    scores
+        :func:`mmae_utils.crossmodal.score`'s result.
+    features
+        ``{"gex": genes, "atac": peaks}`` (default
+        :func:`mmae_utils.crossmodal.shown_features`: 3 marker genes, the 3 best peaks).
+    basis, n_neighbors, seed
+        The embedding and its UMAP's kNN graph size and seed.
+    name
+        The model's name in ``scores``.
+    save
+        Also write the figure there (atomically).
+
+    Returns
+    -------
+    The figure (2 rows of ``2 x`` features panels, titled by feature and score).
+    """
+    from .crossmodal import DIRECTIONS, shown_features
+
+    features = shown_features(scores, name=name) if features is None else features
+    ((key, x),) = resolve_embeddings(adata, basis).values()
+    coords = umap_coords(
+        adata, key, x, n_neighbors=n_neighbors, seed=seed, recompute=False, store=True
+    )
+    n_cols = 2 * max(len(features["gex"]), len(features["atac"]))
+    fig, axes = plt.subplots(
+        2, n_cols, figsize=(2.3 * n_cols, 5.0), squeeze=False, layout="constrained"
+    )
+    size = min(20.0, 40000 / max(len(scores.rows), 1))
+    for i, modality in enumerate(("gex", "atac")):
+        per_feature = scores.per_feature[modality]
+        for ax in axes[i, 2 * len(features[modality]) :]:
+            ax.set_visible(False)
+        for j, feature in enumerate(features[modality]):
+            col = per_feature.index.get_loc(feature)
+            value = per_feature[name].iloc[col]
+            metric = "r" if modality == "gex" else "AUROC"
+            titles = (f"{feature}\nobserved", f"predicted\n{metric} {value:.2f}")
+            observed, predicted = scores.observed[modality], scores.predicted[modality]
+            pair = axes[i, 2 * j : 2 * j + 2]
+            _crossmodal_pair(
+                pair, coords, scores.rows, observed[:, col], predicted[:, col], titles, size
+            )
+        axes[i, 0].set_ylabel(f"{DIRECTIONS[modality]}\n(UMAP of {basis})", fontsize=9)
+    fig.suptitle(f"{name}: held-out cells, observed and predicted from the other modality alone")
     return save_figure(fig, save)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "replicate",
     "run_report",
     "train_like",
+    "train_model_like",
     "training_summary",
     "write_json",
     "write_summary",
@@ -254,6 +255,58 @@ def write_json(obj, path: str | os.PathLike) -> Path:
 _SIZE_OPTIONS = ("latent_dim", "hidden", "gex_latent_dim", "n_components")
 
 
+def train_model_like(
+    selected, run_dir: str | os.PathLike, *, seed: int, preset: str | None = None, **options
+):
+    """Train a model like the run's (``run_dir/model.keras`` + ``train_options.json``) and
+    return it, with ``options`` of its :class:`~mmae_utils.config.ModelConfig` changed.
+
+    Parameters
+    ----------
+    selected, run_dir, seed, preset
+        As for :func:`train_like`.
+    **options
+        Options of the model's configuration to change, e.g. ``modality_dropout=0.3`` for a
+        model that also works from one modality alone (validated as by
+        :meth:`~mmae_utils.config.ModelConfig.replace`).
+
+    Returns
+    -------
+    ``(model, history)``: the trained model and :func:`~mmae_utils.training.train`'s
+    history (its ``attrs["validation_rows"]`` are the cells held out: the run's, with the
+    run's seed).
+    """
+    from . import data, model, training
+
+    run_dir = Path(run_dir)
+    options_path = run_dir / "train_options.json"
+    if not options_path.exists():
+        raise FileNotFoundError(
+            f"{options_path} is missing: run notebook 04_training first (it records the "
+            "training options there)."
+        )
+    train_options = json.loads(options_path.read_text())
+    run_model = training.load_model(run_dir / "model.keras", compile=False)
+    config = run_model.config
+    if preset is not None:
+        sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
+        config = model.ModelConfig.from_preset(preset)
+        if config.fusion == "shared":  # one code: no split to keep
+            sizes.pop("gex_latent_dim")
+        config = config.replace(**sizes)
+    config = config.replace(**options, seed=int(seed))
+    gex, atac = data.split_modalities(selected, copy=False)
+    categories = run_model.batch_categories
+    if config.needs_batch and categories is None:
+        batch_key = train_options.get("batch_key", "batch")
+        categories = sorted(gex.obs[batch_key].astype(str).unique())
+    mmae = model.build_model(
+        gex.n_vars, atac.n_vars, config=config, n_cells=selected.n_obs, batch_categories=categories
+    )
+    history = training.train(mmae, gex, atac, **{**train_options, "seed": int(seed), "verbose": 0})
+    return mmae, history
+
+
 def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str | None = None):
     """Train a model like the run's (``run_dir/model.keras`` + ``train_options.json``).
 
@@ -276,38 +329,13 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
 
     Returns
     -------
-    The embedding, ``np.ndarray`` of float32, cells x latent dimension.
+    The embedding, ``np.ndarray`` of float32, cells x latent dimension (of the model
+    :func:`train_model_like` trains).
     """
-    from . import data, model, training
+    from . import data, training
 
-    run_dir = Path(run_dir)
-    options_path = run_dir / "train_options.json"
-    if not options_path.exists():
-        raise FileNotFoundError(
-            f"{options_path} is missing: run notebook 04_training first (it records the "
-            "training options there)."
-        )
-    options = json.loads(options_path.read_text())
-    run_model = training.load_model(run_dir / "model.keras", compile=False)
-    config = run_model.config
-    if preset is not None:
-        sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
-        config = model.ModelConfig.from_preset(preset)
-        if config.fusion == "shared":  # one code: no split to keep
-            sizes.pop("gex_latent_dim")
-        config = config.replace(**sizes)
+    mmae, _ = train_model_like(selected, run_dir, seed=seed, preset=preset)
     gex, atac = data.split_modalities(selected, copy=False)
-    categories = run_model.batch_categories
-    if config.needs_batch and categories is None:
-        categories = sorted(gex.obs[options.get("batch_key", "batch")].astype(str).unique())
-    mmae = model.build_model(
-        gex.n_vars,
-        atac.n_vars,
-        config=config.replace(seed=int(seed)),
-        n_cells=selected.n_obs,
-        batch_categories=categories,
-    )
-    training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
     return training.embed(mmae, gex, atac)
 
 

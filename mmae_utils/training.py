@@ -368,8 +368,10 @@ def train(
     MSE or NB negative log-likelihood, ATAC BCE or MSE), ``batch_loss`` (the batch
     classifier's cross-entropy, with ``adversarial_batch``), the same with ``val_`` on the
     validation cells, and ``seconds`` per epoch. ``attrs`` hold ``best_epoch`` (whose weights the model now
-    has, when early stopping is on), ``monitor``, ``n_train``, ``n_val`` and ``options``
-    (the training options above, to train again alike). When AnnData
+    has, when early stopping is on), ``monitor``, ``n_train``, ``n_val``,
+    ``validation_rows`` (the rows held out, sorted; a tuple of ints, not an array, so that
+    pandas can still compare the attrs of histories it concatenates) and ``options`` (the
+    training options above, to train again alike). When AnnData
     are passed and the model has no feature names yet, ``model.gex_features`` /
     ``model.atac_features`` are set to their ``var_names``.
     """
@@ -643,6 +645,7 @@ def _finish(model, history, plan: _TrainPlan, options: dict, data: _TrainData) -
         df.attrs["best_epoch"] = len(df)
     df.attrs["n_train"] = len(plan.train_rows)
     df.attrs["n_val"] = plan.n_val
+    df.attrs["validation_rows"] = tuple(int(i) for i in plan.val_rows)
     df.attrs["options"] = options
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
         z = run_batches(
