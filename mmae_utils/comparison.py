@@ -17,6 +17,7 @@ __all__ = [
     "GOAL_MARGIN",
     "SINGLE_RUN_MARGIN",
     "best_other",
+    "references",
     "clustering_note",
     "difference_table",
     "goal",
@@ -229,10 +230,8 @@ def verdict(
 
     from .evaluation import METRICS
 
-    per_seed = None
-    if isinstance(metrics.index, pd.MultiIndex):
-        per_seed = metrics
-        metrics = metrics.groupby(level="method", sort=False).mean(numeric_only=True)
+    per_seed = metrics if isinstance(metrics.index, pd.MultiIndex) else None
+    metrics = _method_means(metrics)
     if method not in metrics.index or reference not in metrics.index:
         missing = [m for m in (method, reference) if m not in metrics.index]
         return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
@@ -282,6 +281,24 @@ def difference_table(per_seed, method: str, reference: str) -> list[str]:
 GOAL_MARGIN = 0.03
 
 
+def _method_means(metrics):
+    """One row per method: ``metrics`` itself, or the mean over seeds of a ``(seed,
+    method)``-indexed table."""
+    import pandas as pd
+
+    if isinstance(metrics.index, pd.MultiIndex):
+        return metrics.groupby(level="method", sort=False).mean(numeric_only=True)
+    return metrics
+
+
+def references(metrics, *, method: str = "mmae") -> list[str]:
+    """What ``method`` is compared with: ``pca_concat`` (the seed's question) and
+    :func:`best_other`, each once and only if scored."""
+    scored = set(_method_means(metrics).index)
+    candidates = ("pca_concat", best_other(metrics, method=method))
+    return [r for r in dict.fromkeys(candidates) if r is not None and r in scored]
+
+
 def best_other(metrics, *, method: str = "mmae") -> str | None:
     """The method a user would pick instead of ``method``: the highest mean ``overall``
     among the rows that are neither ``method``, another autoencoder (``mmae_*``, e.g. the
@@ -290,10 +307,7 @@ def best_other(metrics, *, method: str = "mmae") -> str | None:
     ``metrics`` is one table (methods as rows) or the scores of several seeds indexed by
     ``(seed, method)``.
     """
-    import pandas as pd
-
-    if isinstance(metrics.index, pd.MultiIndex):
-        metrics = metrics.groupby(level="method", sort=False).mean(numeric_only=True)
+    metrics = _method_means(metrics)
     others = [
         m for m in metrics.index if m != method and not m.startswith("mmae") and m != "random"
     ]

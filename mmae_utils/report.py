@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from ._utils import TEXT_PROGRESS_ENV, atomic_path, logger, progress_bar
-from .comparison import best_other, difference_table, goal, verdict
+from .comparison import difference_table, goal, references, verdict
 
 #: The tutorial, in order.
 __all__ = [
@@ -213,10 +213,8 @@ def _verdicts(scores) -> list[str]:
     (verdicts, and over seeds the difference tables and the goal)."""
     if "mmae" not in scores.index.get_level_values("method" if scores.index.nlevels > 1 else 0):
         return []
-    best = best_other(scores)
-    references = list(dict.fromkeys(r for r in ("pca_concat", best) if r is not None))
     lines = []
-    for reference in references:
+    for reference in references(scores):
         lines += [verdict(scores, reference=reference), ""]
         if scores.index.nlevels > 1:
             lines += difference_table(scores, "mmae", reference)
