@@ -29,7 +29,7 @@ The table (``--out``) holds, per dataset, mean +- sd over seeds of every score o
 configuration and competitor, and for every configuration its seed-paired difference in
 overall, NMI and ARI to (a) ``pca_concat`` and (b) the best other method (the competitor
 with the highest mean overall on that dataset), each with its 95 % t-interval
-(``evaluation.seed_difference``) and a call (``report.interval_call``: better or worse
+(``evaluation.seed_difference``) and a call (``comparison.interval_call``: better or worse
 when the interval excludes 0, else tie). A last section ranks the configurations by
 their mean paired difference in overall to the best other method, averaged over the
 datasets, and names the top one, run on every dataset and seed, as the default it would
@@ -564,7 +564,7 @@ def fmt_mean_sd(mean: float, sd: float) -> str:
 
 def fmt_diff(row) -> str:
     """``+0.012 [-0.003, +0.027] tie`` for a row of ``seed_difference``."""
-    from mmae_utils.report import interval_call
+    from mmae_utils.comparison import interval_call
 
     if not np.isfinite(row["mean"]):
         return "–"
@@ -673,7 +673,7 @@ def choose_default(ranked: list[dict]) -> dict | None:
 
 def ranking_section(ranked: list[dict], best: dict[str, str], n_seeds: int) -> list[str]:
     """The ranking table and the default it chooses, with what its intervals say."""
-    from mmae_utils.report import interval_call
+    from mmae_utils.comparison import interval_call
 
     datasets = list(best)
     cols = [f"{ds}: Δ overall vs {best[ds]}" for ds in datasets]

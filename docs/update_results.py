@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mmae_utils.comparison import verdict
 from mmae_utils.evaluation import METRICS
-from mmae_utils.report import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"

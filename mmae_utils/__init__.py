@@ -18,6 +18,8 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.training`: streaming sparse training and embedding (AnnData in);
 - :mod:`mmae_utils.pipeline`: its tf.data batches and batched inference (arrays in);
 - :mod:`mmae_utils.persistence`: saving and loading trained models;
+- :mod:`mmae_utils.crossmodal`: one modality predicted from the other, scored per feature on
+  held-out cells against trivial baselines;
 - :mod:`mmae_utils.baselines`: baseline embeddings of the same size;
 - :mod:`mmae_utils.evaluation`: NeurIPS 2021 joint-embedding metrics;
 - :mod:`mmae_utils.plotting`: figures;
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns notebook output;
 # keep warnings and errors. Set TF_CPP_MIN_LOG_LEVEL yourself to override.
@@ -52,6 +55,7 @@ _SUBMODULES = (
     "training",
     "pipeline",
     "persistence",
+    "crossmodal",
     "baselines",
     "neighbors",
     "metrics",
@@ -65,6 +69,10 @@ __all__ = [*_SUBMODULES, "__version__", "setup_session"]
 
 def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str]:
     """Print the versions that matter and seed everything: the first cell of every notebook.
+
+    TensorFlow is imported here with its C++ start-up lines discarded (they would appear
+    in every notebook; see :func:`mmae_utils._utils.import_tensorflow_quietly`), and Keras'
+    deprecation warnings, which a reader cannot act on, are hidden.
 
     Parameters
     ----------
@@ -80,8 +88,10 @@ def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    from ._utils import set_seed
+    from ._utils import import_tensorflow_quietly, set_seed
 
+    gpus = import_tensorflow_quietly()  # TF's C++ start-up lines discarded
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"keras(\.|$)")
     versions = {"python": platform.python_version(), "mmae_utils": __version__}
     for pkg in (
         "numpy",
@@ -99,9 +109,11 @@ def setup_session(seed: int = 0, *, deterministic: bool = True) -> dict[str, str
         except PackageNotFoundError:
             versions[pkg] = "not installed"
     set_seed(seed, deterministic=deterministic)
+    device = f"{len(gpus)} GPU" if gpus else "CPU"
     print("  ".join(f"{k} {v}" for k, v in versions.items()))
     print(
-        f"seed {seed} (Python, NumPy, Keras, TensorFlow; op determinism {'on' if deterministic else 'off'})"
+        f"TensorFlow on {device}; seed {seed} (Python, NumPy, Keras, TensorFlow; op "
+        f"determinism {'on' if deterministic else 'off'})"
     )
     return versions
 

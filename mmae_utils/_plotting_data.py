@@ -312,6 +312,9 @@ def _output_labels(config) -> tuple[str, str]:
         if config.likelihoods["atac"] == "bernoulli"
         else f"ATAC output\nMSE ({atac_space})"
     )
+    if config.output_activation == "relu":  # the seed notebook's outputs
+        gex = gex.replace("GEX output", "GEX ReLU")
+        atac = "ATAC ReLU as p\nBCE (clipped)" if "BCE" in atac else atac.replace("output", "ReLU")
     return gex, atac
 
 

@@ -26,6 +26,10 @@ if not logger.handlers:
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
+#: Set (to anything) to get plain text progress bars instead of notebook widgets: the
+#: report runner does, because a widget saved in an executed notebook shows 0 % forever.
+TEXT_PROGRESS_ENV = "MMAE_TEXT_PROGRESS"
+
 #: The two values of ``var["feature_types"]`` in the dataset contract.
 GEX, ATAC = "GEX", "ATAC"
 
@@ -186,3 +190,49 @@ def peak_rss_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def progress_bar(**kwargs):
+    """A tqdm bar: the notebook widget of ``tqdm.auto`` in an interactive session, a text
+    bar on stdout updated at most every 10 s when :data:`TEXT_PROGRESS_ENV` is set.
+
+    ``kwargs`` go to tqdm (``total``, ``desc``, ``unit``, ``disable``, ...).
+    """
+    if os.environ.get(TEXT_PROGRESS_ENV):
+        import sys
+
+        from tqdm.std import tqdm
+
+        options = {"file": sys.stdout, "ascii": True, "mininterval": 10.0, "ncols": 80}
+        return tqdm(**{**options, **kwargs})
+    from tqdm.auto import tqdm
+
+    return tqdm(**kwargs)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and Keras with their C++ start-up lines discarded, and return
+    the GPUs TensorFlow sees.
+
+    TensorFlow's native code writes oneDNN, CPU-feature and CUDA-probing lines (on a
+    machine without a GPU driver, a "failed call to cuInit" error that is no failure)
+    straight to file descriptor 2, before ``TF_CPP_MIN_LOG_LEVEL`` is read, where no
+    Python filter reaches them; the descriptor is pointed at ``/dev/null`` while
+    TensorFlow loads and probes its devices. Later imports are no-ops.
+    """
+    import sys
+
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401 - loaded here, quietly, for later imports
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        tf.constant(0.0).numpy()  # the first op starts the runtime, which logs too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return gpus

@@ -32,6 +32,7 @@ __all__ = [
     "GEX_LIKELIHOODS",
     "LATENT_SCALINGS",
     "MODALITIES",
+    "OUTPUT_ACTIVATIONS",
     "PRESETS",
     "ModelConfig",
     "check_activation",
@@ -49,6 +50,7 @@ LatentScaling = Literal["none", "block"]
 Fusion = Literal["concat", "shared"]
 GexLikelihood = Literal["mse", "nb"]
 AtacLikelihood = Literal["auto", "mse", "bernoulli"]
+OutputActivation = Literal["linear", "relu"]
 
 #: Valid values of the :class:`ModelConfig` fields of the same name.
 DECODERS: tuple[str, ...] = get_args(Decoders)
@@ -58,6 +60,7 @@ LATENT_SCALINGS: tuple[str, ...] = get_args(LatentScaling)
 FUSIONS: tuple[str, ...] = get_args(Fusion)
 GEX_LIKELIHOODS: tuple[str, ...] = get_args(GexLikelihood)
 ATAC_LIKELIHOODS: tuple[str, ...] = get_args(AtacLikelihood)
+OUTPUT_ACTIVATIONS: tuple[str, ...] = get_args(OutputActivation)
 
 #: The two modalities, in the order of the joint code.
 MODALITIES = ("gex", "atac")
@@ -181,7 +184,8 @@ class ModelConfig:
 
     Frozen and validated on construction: a bad value raises a ``TypeError`` or a
     ``ValueError`` naming the option. Lists are stored as tuples, numbers as ``int`` /
-    ``float``. The defaults below are the original model's (the ``"seed"`` preset);
+    ``float``. The defaults below are those of the original model with its defects fixed
+    (the ``"seed"`` preset); ``"original"`` (the seed notebook's model as it was),
     ``"jae"`` (:data:`DEFAULT_PRESET`) and ``"mmae"`` (``"jae"`` with a shared code,
     batch-conditioned decoders and count likelihoods, ``latent_scaling="none"``) differ
     as noted. Start from a preset with :meth:`from_preset` and change options with
@@ -238,6 +242,12 @@ class ModelConfig:
         squared error in the space the network sees (TF-IDF values or LSI components; not
         with ``atac_input="binary"``). ``"auto"``: ``"bernoulli"`` for ``"binary"``
         input, else ``"mse"`` (what each input had before this option).
+    output_activation : {"linear", "relu"}, default "linear" (``"original"``: "relu")
+        ``"relu"`` rebuilds the seed notebook's outputs: a ReLU on both decoders' outputs,
+        and under the Bernoulli likelihood the ReLU output read as the probability itself
+        (clipped to [1e-7, 1 - 1e-7], as Keras' ``binary_crossentropy`` does), so the
+        model cannot predict below 1e-7 nor push a closed peak's gradient past the clip.
+        For the before-and-after only; not with ``gex_likelihood="nb"``.
     n_components : int, default 100
         Components per modality for the ``"svd"`` inputs (fewer than the modality's
         features). Transforms are fitted on the cells of the first
@@ -291,6 +301,7 @@ class ModelConfig:
     fusion: Fusion = "concat"
     batch_conditioning: bool = False
     adversarial_batch: float = 0.0
+    output_activation: OutputActivation = "linear"
     seed: int | None = 0
 
     def __post_init__(self):
@@ -327,6 +338,7 @@ class ModelConfig:
         checked["adversarial_batch"] = _check_loss_weight(
             "adversarial_batch", self.adversarial_batch
         )
+        checked["output_activation"] = self._checked_output(checked["gex_likelihood"])
         if self.seed is not None:
             checked["seed"] = check_int("seed", self.seed, minimum=0)
         for name, value in checked.items():  # normalised values (tuples, ints, floats)
@@ -343,6 +355,16 @@ class ModelConfig:
                 'atac_input="tfidf" / "svd".'
             )
         return {"gex_likelihood": gex, "atac_likelihood": atac}
+
+    def _checked_output(self, gex_likelihood: str) -> str:
+        value = _check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        if value == "relu" and gex_likelihood == "nb":
+            raise ValueError(
+                'output_activation="relu" is the seed notebook\'s output for MSE and BCE; '
+                "the negative binomial decoder outputs logits of a softmax, which a ReLU "
+                'would cut: use gex_likelihood="mse" or output_activation="linear".'
+            )
+        return value
 
     @property
     def latent_split(self) -> tuple[int, int]:
@@ -460,9 +482,12 @@ def overrides(**options) -> dict:
     return {name: value for name, value in options.items() if value is not None}
 
 
-#: Named configurations (``build_model(preset=...)``). ``"seed"`` is the original
-#: notebook's architecture with its defects fixed: the network sees the log-normalised
-#: genes and binarised peaks themselves (MSE / BCE). ``"jae"`` feeds it per-modality SVD
+#: Named configurations (``build_model(preset=...)``). ``"original"`` is the seed
+#: notebook's model as it was: each decoder reads only its own half of the code
+#: (``decoders="own"``) and both outputs pass a ReLU (MSE on log-normalised genes, BCE on
+#: binarised peaks read from the ReLU): the "before" of the report. ``"seed"`` is that
+#: architecture with its defects fixed: joint decoders, a linear GEX output and ATAC
+#: logits; the network sees the log-normalised genes and binarised peaks themselves. ``"jae"`` feeds it per-modality SVD
 #: components instead (GEX PCA + ATAC LSI, 100 each, both under MSE, as the JAE model of
 #: the NeurIPS 2021 competition), with batch normalisation and the two halves of the
 #: embedding scaled to equal total variance (chosen on the earlier simulator:
@@ -473,6 +498,7 @@ def overrides(**options) -> dict:
 #: binomial on the GEX counts, Bernoulli on the binarised peaks); for the ablation that
 #: chooses the default.
 PRESETS: dict[str, ModelConfig] = {"seed": ModelConfig()}
+PRESETS["original"] = PRESETS["seed"].replace(decoders="own", output_activation="relu")
 PRESETS["jae"] = PRESETS["seed"].replace(
     gex_input="svd", atac_input="svd", batch_norm=True, latent_scaling="block"
 )

@@ -21,9 +21,17 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
-from ._utils import ATAC, GEX, MultiomeError, atomic_path, logger, row_ranges, to_csr
+from ._utils import (
+    ATAC,
+    GEX,
+    MultiomeError,
+    atomic_path,
+    logger,
+    progress_bar,
+    row_ranges,
+    to_csr,
+)
 
 __all__ = [
     "ATAC",
@@ -84,7 +92,7 @@ def _scan_counts(
     """
     col_nnz = None
     empty_rows = 0
-    bar = tqdm(total=n_rows, desc=f"validating {where}", unit="cell", disable=not progress)
+    bar = progress_bar(total=n_rows, desc=f"validating {where}", unit="cell", disable=not progress)
     for start, stop in row_ranges(n_rows, chunk):
         block = mat[start:stop]
         block = to_csr(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
@@ -708,7 +716,7 @@ def iter_counts(
         counts = adata.layers[layer] if layer in adata.layers else adata.X
         cols, whole = None, True
     try:
-        bar = tqdm(total=adata.n_obs, desc=desc, unit="cell", disable=not progress)
+        bar = progress_bar(total=adata.n_obs, desc=desc, unit="cell", disable=not progress)
         for start, stop in row_ranges(adata.n_obs, chunk_size):
             block = counts[start:stop]
             block = to_csr(block) if sp.issparse(block) else sp.csr_matrix(np.asarray(block))

@@ -78,6 +78,7 @@ __all__ = [
     "fetch_bmmc",
     "load_dataset",
     "load_input",
+    "save_embeddings",
     "save_input",
 ]
 
@@ -376,3 +377,47 @@ def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.
         )
     record = json.loads(record_path.read_text())
     return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
+
+
+def save_embeddings(
+    adata: ad.AnnData, run_dir: str | os.PathLike, *, obsm_keys: list[str]
+) -> dict[str, Path]:
+    """Write a run's embeddings back into the ecosystem, as AnnData and as MuData.
+
+    ``embeddings.h5ad`` holds ``adata.obs`` and ``adata.obsm[obsm_keys]``. For
+    ``embeddings.h5mu``: when the run's data came from a ``.h5mu`` (``input.json``), it is
+    that file, all modalities and cells, with the embeddings added to its global ``obsm``
+    (the input itself is never modified); otherwise it is ``adata``'s data, one modality
+    per feature type (``rna``, ``atac``), with its ``obs`` and the embeddings. Both are
+    written atomically (:func:`mmae_utils.readers.write_h5mu`).
+
+    Parameters
+    ----------
+    adata
+        The selected features (notebook 05's ``selected``) with the embeddings in ``obsm``.
+    run_dir
+        The run folder (its ``input.json`` says where the data came from).
+    obsm_keys
+        The embeddings to write, e.g. ``["X_mmae", "X_pca_concat"]``.
+
+    Returns
+    -------
+    ``{"h5ad": path, "h5mu": path}``: ``RUN_DIR/embeddings.h5ad`` and
+    ``RUN_DIR/embeddings.h5mu``, each with ``obsm[key]`` for every key of ``obsm_keys``.
+    """
+    from .readers import write_h5mu
+
+    run_dir, keys = Path(run_dir), list(obsm_keys)
+    missing = [k for k in keys if k not in adata.obsm]
+    if missing:
+        raise KeyError(f"obsm has no {missing} (it has {list(adata.obsm)}).")
+    small = ad.AnnData(obs=adata.obs, obsm={k: adata.obsm[k] for k in keys})
+    paths = {"h5ad": write_h5ad(small, run_dir / "embeddings.h5ad")}
+    record_path = run_dir / "input.json"
+    source = json.loads(record_path.read_text())["source"] if record_path.exists() else None
+    h5mu = run_dir / "embeddings.h5mu"
+    if source is not None and str(source).lower().endswith(".h5mu") and Path(source).exists():
+        paths["h5mu"] = write_h5mu(small, h5mu, source=source, obsm_keys=keys)
+    else:
+        paths["h5mu"] = write_h5mu(adata, h5mu, obsm_keys=keys)
+    return paths

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as me
-from ._utils import logger
+from ._utils import logger, progress_bar
 from .baselines import BASELINES, MAX_DIMS, baselines
 from .metrics import COMPETITION_RESOLUTIONS, leiden, optimal_clustering, silhouette_samples
 from .neighbors import (
@@ -510,8 +510,6 @@ def evaluate(
     of the embedding), ``adata.obsp[neighbors_key(k) + "_connectivities"]`` and
     ``adata.obsp[neighbors_key(k) + "_distances"]``.
     """
-    from tqdm.auto import tqdm
-
     requested = _check_metrics(metrics, resolution_search, leiden_flavor)
     unavailable = _unavailable(requested, label_key, batch_key)
     metrics = [m for m in requested if m not in unavailable]
@@ -535,7 +533,7 @@ def evaluate(
         store_neighbors = False
     steps = ["kNN graph"] if any(REGISTRY[m].needs_graph for m in metrics) else []
     steps += metrics
-    bar = tqdm(
+    bar = progress_bar(
         total=len(embs) * len(steps) + ("cell_cycle_conservation" in metrics),
         desc="evaluate",
         disable=not progress,

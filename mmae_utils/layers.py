@@ -74,9 +74,12 @@ def dense(units: int, seed: int | None, *, name: str, activation: str | None = N
     )
 
 
-def dense_stack(name, hidden, out_dim, seeds, *, activation, batch_norm, dropout) -> list:
-    """Dense(+BN)(+activation)(+Dropout) blocks of ``hidden`` units, then a linear Dense of
-    ``out_dim`` (none when ``out_dim`` is ``None``: the encoders of a shared code).
+def dense_stack(
+    name, hidden, out_dim, seeds, *, activation, batch_norm, dropout, out_activation=None
+) -> list:
+    """Dense(+BN)(+activation)(+Dropout) blocks of ``hidden`` units, then a Dense of
+    ``out_dim`` with ``out_activation`` (default linear; none when ``out_dim`` is ``None``:
+    the encoders of a shared code).
 
     Each Dense and Dropout layer takes the next seed of the iterator ``seeds``, in order.
 
@@ -98,7 +101,7 @@ def dense_stack(name, hidden, out_dim, seeds, *, activation, batch_norm, dropout
                 keras.layers.Dropout(dropout, seed=next(seeds), name=f"{name}_dropout{i}")
             )
     if out_dim is not None:
-        layers.append(dense(out_dim, next(seeds), name=f"{name}_out"))
+        layers.append(dense(out_dim, next(seeds), name=f"{name}_out", activation=out_activation))
     return layers
 
 

@@ -4,6 +4,8 @@
   inverse dispersion per gene): the negative binomial negative log-likelihood of raw GEX
   counts, with the mean ``softmax(decoder output) * library size`` (as scVI), for
   ``gex_likelihood="nb"``;
+- :func:`bce_probabilities_per_cell`: the seed notebook's ATAC loss, binary cross-entropy
+  on ReLU outputs read as clipped probabilities (``output_activation="relu"``);
 - :func:`batch_cross_entropy_per_cell`: the cross-entropy of the batch classifier of
   ``adversarial_batch``;
 - :func:`log_normalized_mean`: the NB decoder's output on the log-normalised scale
@@ -25,8 +27,10 @@ from keras import ops
 from .config import check_int
 
 __all__ = [
+    "PROBABILITY_CLIP",
     "NegativeBinomial",
     "batch_cross_entropy_per_cell",
+    "bce_probabilities_per_cell",
     "log_normalized_mean",
     "nb_nll_per_cell",
 ]
@@ -80,6 +84,27 @@ def nb_nll_per_cell(counts, logits, library, log_theta):
         + counts * (log_mu - log_theta_mu)
     )
     return -ops.mean(log_lik, axis=-1)
+
+
+#: Keras' epsilon: ``binary_crossentropy`` on probabilities clips them to [eps, 1 - eps].
+PROBABILITY_CLIP = 1e-7
+
+
+def bce_probabilities_per_cell(target, probabilities):
+    """Mean over peaks of the binary cross-entropy with the outputs read as probabilities.
+
+    The seed notebook's ATAC loss (``output_activation="relu"``): Keras'
+    ``binary_crossentropy`` on a ReLU output, which clips it to
+    [:data:`PROBABILITY_CLIP`, 1 - :data:`PROBABILITY_CLIP`] first. Where the clip bites
+    (every output a ReLU sets to 0, and any above 1) the gradient is 0.
+
+    Returns
+    -------
+    A tensor of shape (cells,).
+    """
+    p = ops.clip(probabilities, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
+    target = ops.cast(target, p.dtype)
+    return -ops.mean(target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p), axis=-1)
 
 
 def batch_cross_entropy_per_cell(codes, logits):

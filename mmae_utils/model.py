@@ -81,7 +81,11 @@ from .layers import (
     dense_stack,
     derived_seeds,
 )
-from .likelihoods import NegativeBinomial, batch_cross_entropy_per_cell
+from .likelihoods import (
+    NegativeBinomial,
+    batch_cross_entropy_per_cell,
+    bce_probabilities_per_cell,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -246,8 +250,9 @@ class MultiModalAutoencoder(keras.Model):
             else None
         )
         rev = tuple(reversed(self.hidden))
-        self.gex_decoder = self._stack("gex_decoder", rev, self.output_dim("gex"), seeds)
-        self.atac_decoder = self._stack("atac_decoder", rev, self.output_dim("atac"), seeds)
+        out = "relu" if self.output_activation == "relu" else None  # the seed's, or linear
+        self.gex_decoder = self._stack("gex_decoder", rev, self.output_dim("gex"), seeds, out)
+        self.atac_decoder = self._stack("atac_decoder", rev, self.output_dim("atac"), seeds, out)
         self.block_scale = (
             BlockScale(self.gex_latent_dim, name="block_scale")
             if self.latent_scaling == "block"
@@ -260,8 +265,9 @@ class MultiModalAutoencoder(keras.Model):
             NegativeBinomial(self.gex_dim, name="gex_nb") if self.gex_likelihood == "nb" else None
         )
 
-    def _stack(self, name, hidden, out_dim, seeds):
+    def _stack(self, name, hidden, out_dim, seeds, out_activation=None):
         options = {"activation": self.activation, "batch_norm": self.batch_norm}
+        options["out_activation"] = out_activation
         return dense_stack(name, hidden, out_dim, seeds, dropout=self.dropout, **options)
 
     @staticmethod
@@ -553,7 +559,9 @@ class MultiModalAutoencoder(keras.Model):
             gex_loss = self.gex_nb(gex_t, y_pred["gex"], library)
         else:
             gex_loss = mse_per_cell(self._transform_one("gex", gex_t), y_pred["gex"])
-        if self.likelihoods["atac"] == "bernoulli":  # the peaks themselves, never transformed
+        if self.likelihoods["atac"] == "bernoulli" and self.output_activation == "relu":
+            atac_loss = bce_probabilities_per_cell(atac_t, y_pred["atac"])  # the seed's
+        elif self.likelihoods["atac"] == "bernoulli":  # the peaks themselves, untransformed
             atac_loss = bce_logits_per_cell(atac_t, y_pred["atac"])
         else:
             atac_loss = mse_per_cell(self._transform_one("atac", atac_t), y_pred["atac"])

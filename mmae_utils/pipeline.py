@@ -27,6 +27,8 @@ from .config import MODALITIES
 __all__ = [
     "check_batch_size",
     "dense_rows",
+    "epoch_line",
+    "epoch_printer",
     "epoch_timer",
     "make_dataset",
     "projected",
@@ -209,6 +211,46 @@ def epoch_timer():
                 logs["seconds"] = time.perf_counter() - self._t0
 
     return EpochTimer()
+
+
+def epoch_printer(epochs: int, *, monitor: str = "val_loss", every: int | None = None):
+    """A Keras callback that prints one short line every ``every`` epochs (default: a
+    tenth of ``epochs``), on the first epoch and on the last one run.
+
+    Each line: the epoch, ``monitor``, the per-modality losses (validation ones when
+    there are) and the epoch's seconds (from :func:`epoch_timer`'s ``seconds``, if it
+    runs first).
+
+    Returns
+    -------
+    A ``keras.callbacks.Callback``.
+    """
+    import keras
+
+    every = max(1, epochs // 10) if every is None else max(1, int(every))
+
+    class EpochPrinter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            n, logs = epoch + 1, logs or {}
+            if n == 1 or n % every == 0 or n == epochs:
+                print(epoch_line(n, epochs, logs, monitor), flush=True)
+            self._last = (n, logs)
+
+        def on_train_end(self, logs=None):
+            n, last = getattr(self, "_last", (0, {}))
+            if n and not (n == 1 or n % every == 0 or n == epochs):
+                print(epoch_line(n, epochs, last, monitor) + " (stopped)", flush=True)
+
+    return EpochPrinter()
+
+
+def epoch_line(epoch: int, epochs: int, logs: dict, monitor: str) -> str:
+    """``epoch 10/100  val_loss 0.3612  val_gex_loss 0.1200  val_atac_loss 0.4500  1.2 s``."""
+    prefix = "val_" if monitor.startswith("val_") else ""
+    keys = [monitor, f"{prefix}gex_loss", f"{prefix}atac_loss"]
+    parts = [f"{k} {logs[k]:.4f}" for k in dict.fromkeys(keys) if k in logs]
+    seconds = f"  {logs['seconds']:.1f} s" if "seconds" in logs else ""
+    return f"epoch {epoch}/{epochs}  " + "  ".join(parts) + seconds
 
 
 def validation_split(

@@ -26,10 +26,13 @@ from ._plotting_data import (
 from .neighbors import resolve_embeddings, umap_coords, umap_key
 
 __all__ = [
+    "DISTINCT_COLORS",
     "architecture",
     "composition",
+    "crossmodal",
     "highly_variable_genes",
     "loss_curves",
+    "marker_dotplot",
     "metrics_heatmap",
     "peak_variability",
     "qc",
@@ -56,31 +59,56 @@ METRIC_LABELS = {
 # --------------------------------------------------------------------------------------
 
 
+#: Up to 30 categories get colours chosen to be told apart: Kelly's 22 colours of maximum
+#: contrast (white left out, it vanishes on the page), then 9 distinct others. Scanpy's
+#: 28-colour palette has near-duplicates at 22 cell types.
+DISTINCT_COLORS = (
+    "#222222", "#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280",
+    "#848482", "#008856", "#e68fac", "#0067a5", "#f99379", "#604e97", "#f6a600",
+    "#b3446c", "#dcd300", "#882d17", "#8db600", "#654522", "#e25822", "#2b3d26",
+    "#17becf", "#ff00ff", "#00ffcc", "#7f7fff", "#99004c", "#4c9900", "#ffb3d9",
+    "#003333", "#cc99ff",
+)  # fmt: skip
+
+
 def _palette(adata: ad.AnnData, key: str, categories: Sequence) -> list:
     stored = adata.uns.get(f"{key}_colors")
     if stored is not None and len(stored) == len(categories):
         return list(stored)
+    n = len(categories)
+    if n <= len(DISTINCT_COLORS):
+        return list(DISTINCT_COLORS[:n])
     from scanpy.plotting import palettes
 
-    n = len(categories)
-    if n <= 20:
-        base = palettes.default_20
-    elif n <= 28:
-        base = palettes.default_28
-    else:
-        base = palettes.default_102
-    return [base[i % len(base)] for i in range(n)]
+    return [palettes.default_102[i % 102] for i in range(n)]
 
 
-def _scatter(ax, coords, values: pd.Series, adata, key, *, order, size, legend: bool):
-    coords = coords[order]
+def _label_on_data(ax, coords, cat: pd.Categorical) -> None:
+    """Each category's name at the median of its cells, outlined in white to stay legible."""
+    import matplotlib.patheffects as pe
+
+    for code, name in enumerate(cat.categories):
+        where = cat.codes == code
+        if where.sum() == 0:
+            continue
+        x, y = np.median(coords[where], axis=0)
+        ax.text(
+            x, y, str(name), fontsize=6.5, ha="center", va="center",
+            path_effects=[pe.withStroke(linewidth=2, foreground="white")],
+        )  # fmt: skip
+
+
+def _scatter(ax, coords, values: pd.Series, adata, key, *, order, size, legend, on_data=False):
     if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values):
         cat = pd.Categorical(values)
         cat = cat.remove_unused_categories()
         colors = np.array(_palette(adata, key, cat.categories), dtype=object)
         codes = cat.codes[order]
         c = np.where(codes >= 0, colors[np.maximum(codes, 0)], "lightgrey")
-        ax.scatter(coords[:, 0], coords[:, 1], c=list(c), s=size, linewidths=0, rasterized=True)
+        xy = coords[order]
+        ax.scatter(xy[:, 0], xy[:, 1], c=list(c), s=size, linewidths=0, rasterized=True)
+        if on_data:
+            _label_on_data(ax, coords, cat)
         if legend:
             handles = [
                 plt.Line2D([], [], marker="o", ls="", color=colors[i], label=str(name))
@@ -97,6 +125,7 @@ def _scatter(ax, coords, values: pd.Series, adata, key, *, order, size, legend: 
                 columnspacing=0.6,
             )
     else:
+        coords = coords[order]
         v = values.to_numpy(dtype=float)[order]
         known = np.isfinite(v)
         ax.scatter(*coords[~known].T, c="lightgrey", s=size, linewidths=0, rasterized=True)
@@ -121,6 +150,7 @@ def umaps(
     recompute: bool = False,
     store: bool = True,
     point_size: float | None = None,
+    on_data: Sequence[str] | None = None,
     save: str | os.PathLike | None = None,
 ):
     """UMAP of every embedding: one row per method, one column per ``obs`` colouring.
@@ -138,9 +168,10 @@ def umaps(
         ``{display name: obsm key or array}`` or a list of obsm keys (rows, in order).
     color
         ``obs`` columns to colour by (columns of the figure). Categorical columns get a
-        legend (on the first row), numeric ones a colour bar; NaN is light grey. A name
-        with ``{method}`` is each row's own column, e.g. ``"leiden_{method}"`` for the
-        clusters of :func:`mmae_utils.evaluation.cluster` (legend on every row).
+        legend beside every panel (up to 30 categories in :data:`DISTINCT_COLORS`),
+        numeric ones a colour bar; NaN is light grey. A name with ``{method}`` is each
+        row's own column, e.g. ``"leiden_{method}"`` for the clusters of
+        :func:`mmae_utils.evaluation.cluster`.
     n_neighbors, seed
         kNN graph size and random state (of the graph and of UMAP).
     recompute
@@ -149,6 +180,9 @@ def umaps(
         Store the coordinates (only for embeddings given as obsm keys, ``adata`` not a view).
     point_size
         Marker size (default ``120000 / n_cells``, scanpy's, at most 20).
+    on_data
+        Categorical columns whose category names are also written on the data, at the
+        median of their cells (default: the first column of ``color``; ``()`` for none).
     save
         Also write the figure there (atomically).
 
@@ -170,6 +204,7 @@ def umaps(
             raise KeyError(f"obs[{key!r}] is missing (columns: {list(adata.obs.columns)}).")
     size = point_size if point_size is not None else min(20.0, 120000 / max(adata.n_obs, 1))
     order = np.random.default_rng(seed).permutation(adata.n_obs)  # no batch drawn last on top
+    on_data = color[:1] if on_data is None else list(on_data)
     n_rows, n_cols = len(embs), len(color)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False, layout="constrained"
@@ -181,9 +216,92 @@ def umaps(
         for j, column in enumerate(color):
             ax = axes[i, j]
             key = column.format(method=name)
-            legend = i == 0 or key != column
-            _scatter(ax, coords, adata.obs[key], adata, key, order=order, size=size, legend=legend)
+            options = {"order": order, "size": size, "legend": True, "on_data": column in on_data}
+            _scatter(ax, coords, adata.obs[key], adata, key, **options)
             ax.set_title(f"{name}: {column.replace('_{method}', '')}", fontsize=10)
+    return save_figure(fig, save)
+
+
+def _crossmodal_pair(axes, coords, rows, observed, predicted, titles, size) -> None:
+    """Observed and predicted values of one feature, each on its own colour scale: every
+    cell grey, the held-out ``rows`` coloured on top (highest values last)."""
+    for ax, values, title in zip(axes, (observed, predicted), titles, strict=True):
+        ax.scatter(*coords.T, c="0.88", s=size / 3, linewidths=0, rasterized=True)
+        top = np.argsort(values, kind="stable")  # the highest values drawn last, on top
+        xy = coords[rows][top]
+        ax.scatter(*xy.T, c=values[top], cmap="viridis", s=size, linewidths=0, rasterized=True)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def crossmodal(
+    adata: ad.AnnData,
+    scores,
+    *,
+    features: Mapping[str, Sequence[str]] | None = None,
+    basis: str = "X_mmae",
+    n_neighbors: int = 15,
+    seed: int = 0,
+    name: str = "mmae",
+    save: str | os.PathLike | None = None,
+):
+    """Observed against predicted values of a few genes and peaks, on the UMAP of an embedding.
+
+    One row per direction (GEX from ATAC, ATAC from GEX), two panels per feature side by
+    side: its observed values (log-normalised counts; open / closed) and the model's
+    prediction from the other modality alone, each on its own colour scale (viridis, low to
+    high). Only the held-out cells that were scored are coloured; the others are grey.
+
+    Parameters
+    ----------
+    adata
+        The cells scored, with ``obsm[basis]``; the UMAP is cached there as
+        :func:`umaps` caches it (:func:`~mmae_utils.neighbors.umap_coords`).
+    scores
+        :func:`mmae_utils.crossmodal.score`'s result.
+    features
+        ``{"gex": genes, "atac": peaks}`` (default
+        :func:`mmae_utils.crossmodal.shown_features`: 3 marker genes, the 3 best peaks).
+    basis, n_neighbors, seed
+        The embedding and its UMAP's kNN graph size and seed.
+    name
+        The model's name in ``scores``.
+    save
+        Also write the figure there (atomically).
+
+    Returns
+    -------
+    The figure (2 rows of ``2 x`` features panels, titled by feature and score).
+    """
+    from .crossmodal import DIRECTIONS, shown_features
+
+    features = shown_features(scores, name=name) if features is None else features
+    ((key, x),) = resolve_embeddings(adata, basis).values()
+    coords = umap_coords(
+        adata, key, x, n_neighbors=n_neighbors, seed=seed, recompute=False, store=True
+    )
+    n_cols = 2 * max(len(features["gex"]), len(features["atac"]))
+    fig, axes = plt.subplots(
+        2, n_cols, figsize=(2.3 * n_cols, 5.0), squeeze=False, layout="constrained"
+    )
+    size = min(20.0, 40000 / max(len(scores.rows), 1))
+    for i, modality in enumerate(("gex", "atac")):
+        per_feature = scores.per_feature[modality]
+        for ax in axes[i, 2 * len(features[modality]) :]:
+            ax.set_visible(False)
+        for j, feature in enumerate(features[modality]):
+            col = per_feature.index.get_loc(feature)
+            value = per_feature[name].iloc[col]
+            metric = "r" if modality == "gex" else "AUROC"
+            titles = (f"{feature}\nobserved", f"predicted\n{metric} {value:.2f}")
+            observed, predicted = scores.observed[modality], scores.predicted[modality]
+            pair = axes[i, 2 * j : 2 * j + 2]
+            _crossmodal_pair(
+                pair, coords, scores.rows, observed[:, col], predicted[:, col], titles, size
+            )
+        axes[i, 0].set_ylabel(f"{DIRECTIONS[modality]}\n(UMAP of {basis})", fontsize=9)
+    fig.suptitle(f"{name}: held-out cells, observed and predicted from the other modality alone")
     return save_figure(fig, save)
 
 
@@ -461,7 +579,7 @@ def seed_scores(
 
     With a ``reference`` method in the table, a last panel zooms in on what matters: each
     method's ``scores[0]`` minus the reference's, seed by seed (0 marked), with the mean
-    and the 95 % t interval that :func:`~mmae_utils.report.verdict` judges by.
+    and the 95 % t interval that :func:`~mmae_utils.comparison.verdict` judges by.
 
     Parameters
     ----------
@@ -524,3 +642,40 @@ def seed_scores(
         title += "; differences: mean and 95 % CI, paired by seed"
     fig.suptitle(title)
     return save_figure(fig, save)
+
+
+# --------------------------------------------------------------------------------------
+# Downstream: marker genes
+# --------------------------------------------------------------------------------------
+
+
+def marker_dotplot(
+    gex: ad.AnnData,
+    markers: pd.DataFrame,
+    *,
+    groupby: pd.Series,
+    layer: str | None = "counts",
+    save: str | os.PathLike | None = None,
+):
+    """Dotplot of the marker genes of each group (:func:`mmae_utils.downstream.marker_genes`):
+    one row per group, its markers in columns; dot size is the share of the group's cells
+    with a count, colour the mean log-normalised expression, scaled per gene.
+
+    Returns
+    -------
+    The figure.
+    """
+    import scanpy as sc
+
+    from .downstream import log_normalized_view
+
+    lognorm = log_normalized_view(gex, groupby, layer=layer)
+    genes = list(dict.fromkeys(markers.sort_values(["group", "rank"])["gene"]))
+    dot = sc.pl.dotplot(
+        lognorm, genes, groupby="group", standard_scale="var", show=False, return_fig=True
+    )
+    dot.make_figure()
+    dot.get_axes()["mainplot_ax"].set_title(
+        "Top marker genes of each cluster (rank_genes_groups)", fontsize=10
+    )
+    return save_figure(dot.fig, save)

@@ -501,11 +501,11 @@ def _mudata_from_contract(adata: ad.AnnData, names: dict[str, str], keys: list[s
         # anndata 0.13 lists X as layers[None]: only the named layers are passed beside X
         layers = {k: v for k, v in part.layers.items() if k is not None}
         mods[name] = ad.AnnData(X=part.X, obs=obs, var=part.var.copy(), layers=layers)
-    with _mudata_quietly() as md:
+    with _mudata_quietly() as md:  # setting obs / obsm updates the MuData: quietly too
         mdata = md.MuData(mods)
         mdata.obs = adata.obs.copy()
-    for key in keys:
-        mdata.obsm[key] = adata.obsm[key]
+        for key in keys:
+            mdata.obsm[key] = adata.obsm[key]
     mdata.uns.update({k: v for k, v in adata.uns.items() if k != "mmae_backed"})
     return mdata
 
@@ -519,8 +519,9 @@ def _mudata_with_embeddings(adata: ad.AnnData, source: Path, keys: list[str]):
             f"No cell of adata is in {source.name}: the embeddings cannot be placed. Give the "
             ".h5mu the data were read from."
         )
-    for key in keys:
-        mdata.obsm[key] = _dense_rows(adata.obsm[key], key, positions)
+    with _mudata_quietly():
+        for key in keys:
+            mdata.obsm[key] = _dense_rows(adata.obsm[key], key, positions)
     return mdata
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import yaml
 
-from ._utils import atomic_path, logger
+from ._utils import TEXT_PROGRESS_ENV, atomic_path, logger, progress_bar
+from .comparison import difference_table, goal, references, verdict
 
 #: The tutorial, in order.
 __all__ = [
     "NOTEBOOKS",
     "REPORT_DEFAULTS",
     "ReportError",
-    "interval_call",
     "load_params_file",
     "main",
     "notebook_parameters",
@@ -36,8 +36,8 @@ __all__ = [
     "replicate",
     "run_report",
     "train_like",
+    "train_model_like",
     "training_summary",
-    "verdict",
     "write_json",
     "write_summary",
     "write_table",
@@ -142,211 +142,6 @@ def _failed_cell(ipynb: Path) -> str:
     return "an unknown cell"
 
 
-#: The single-run rule (one seed, no interval): a metric counts as won or lost only when it
-#: differs by more than this (``overall``: by more than ``verdict``'s ``tie``).
-_SINGLE_RUN_MARGIN = 0.005
-
-
-def _seed_intervals(per_seed, method: str, reference: str, confidence: float):
-    """:func:`~mmae_utils.evaluation.seed_difference` of the two methods, or ``None`` for a
-    single run (one table, or one seed: no interval)."""
-    if per_seed is None:
-        return None
-    from .evaluation import seed_difference
-
-    d = seed_difference(per_seed, method=method, reference=reference, confidence=confidence)
-    return d if int(d["n_seeds"].max()) > 1 else None
-
-
-def interval_call(ci_low: float, ci_high: float) -> str:
-    """``"better"`` when a difference's interval lies above 0, ``"worse"`` below, else
-    ``"tie"`` (also when there is no interval: NaN bounds)."""
-    if ci_low > 0:  # False for NaN
-        return "better"
-    if ci_high < 0:
-        return "worse"
-    return "tie"
-
-
-def _interval_text(row, confidence: float, *, n_all: int | None = None) -> str:
-    """``+0.012 (95% CI +0.004 to +0.020, 5 seeds)`` for a row of ``seed_difference``;
-    the number of seeds is left out when it is ``n_all`` (stated once elsewhere)."""
-    n = int(row["n_seeds"])
-    if n < 2:
-        return f"{row['mean']:+.3f} ({n} seed, no interval)"
-    seeds = "" if n == n_all else f", {n} seeds"
-    return (
-        f"{row['mean']:+.3f} ({confidence:.0%} CI {row['ci_low']:+.3f} to "
-        f"{row['ci_high']:+.3f}{seeds})"
-    )
-
-
-def _verdict_head(a, b, method: str, reference: str, *, tie: float, d, confidence: float) -> str:
-    """The bold first sentence: win, tie or loss on ``overall``. Over seeds: by the
-    interval of the paired difference (``d``); a single run: by the ``tie`` threshold."""
-    means = f"{a['overall']:.3f} vs {b['overall']:.3f}"
-    if d is None:
-        diff = a["overall"] - b["overall"]
-        call = "tie" if abs(diff) < tie else "better" if diff > 0 else "worse"
-        detail = (
-            f" in a single run** ({means}, {diff:+.3f}; one seed gives no confidence interval, "
-            f"so differences under {tie} are called a tie and a larger one may still be noise)."
-        )
-    else:
-        row = d.loc["overall"]
-        call = interval_call(row["ci_low"], row["ci_high"])
-        includes = "; the interval includes 0" if call == "tie" else ""
-        detail = (
-            f"**: overall {_interval_text(row, confidence)}{includes}; "
-            f"means {means} over {int(row['n_seeds'])} seeds."
-        )
-    subject = {
-        "better": f"**`{method}` beats `{reference}` overall",
-        "tie": f"**`{method}` and `{reference}` tie overall",
-        "worse": f"**`{method}` is worse than `{reference}` overall",
-    }[call]
-    return subject + detail
-
-
-def _won_and_lost(a, b, cols: list[str], d, confidence: float) -> str:
-    """The sentence naming the metrics ``a`` is better and worse on: over seeds, those whose
-    interval excludes 0; in a single run, those differing by more than 0.005."""
-    if d is None:
-        diffs = {c: a[c] - b[c] for c in cols}
-        won = [f"{c} ({v:+.3f})" for c, v in diffs.items() if v > _SINGLE_RUN_MARGIN]
-        lost = [f"{c} ({v:+.3f})" for c, v in diffs.items() if v < -_SINGLE_RUN_MARGIN]
-        rule = f"by more than {_SINGLE_RUN_MARGIN} in this single run"
-    else:
-        n_all = int(d.loc["overall", "n_seeds"]) if "overall" in d.index else None
-        calls = {c: interval_call(d.loc[c, "ci_low"], d.loc[c, "ci_high"]) for c in cols}
-        text = {c: f"{c} {_interval_text(d.loc[c], confidence, n_all=n_all)}" for c in cols}
-        won = [text[c] for c in cols if calls[c] == "better"]
-        lost = [text[c] for c in cols if calls[c] == "worse"]
-        rule = f"where the {confidence:.0%} interval excludes 0; the other metrics tie"
-    return (
-        f"It is better on {', '.join(won) if won else 'no metric'}"
-        f" and worse on {', '.join(lost) if lost else 'no metric'} ({rule})."
-    )
-
-
-def _best_single_modality(metrics, method: str, reference: str) -> str | None:
-    """The sentence saying whether the joint embeddings beat the best single modality (None
-    without ``gex_pca`` or ``atac_lsi`` rows)."""
-    alone = [m for m in ("gex_pca", "atac_lsi") if m in metrics.index]
-    if not alone:
-        return None
-    best_alone = max(alone, key=lambda m: metrics.loc[m, "overall"])
-    line = (
-        f"The best single modality, `{best_alone}`, scores {metrics.loc[best_alone, 'overall']:.3f}"
-    )
-    beats = [
-        m
-        for m in (method, reference)
-        if metrics.loc[m, "overall"] > metrics.loc[best_alone, "overall"]
-    ]
-    line += (
-        f": integration pays for {', '.join(f'`{m}`' for m in beats)}."
-        if beats
-        else ": neither joint embedding beats it, so integration has not paid here."
-    )
-    return line
-
-
-def _verdict_context(metrics, a, method: str, reference: str) -> list[str]:
-    """The context sentences: single modalities, the random floor, how many metrics
-    ``overall`` averages, and the competition's scale."""
-    import numpy as np
-
-    from .evaluation import COMPETITION_SCORES, METRICS
-
-    parts = []
-    line = _best_single_modality(metrics, method, reference)
-    if line is not None:
-        parts.append(line)
-    if "random" in metrics.index:
-        parts.append(f"The random floor scores {metrics.loc['random', 'overall']:.3f}.")
-    n = int(a["n_metrics"]) if "n_metrics" in metrics and np.isfinite(a["n_metrics"]) else None
-    if n is not None and n < 6:
-        absent = ", ".join(m for m in METRICS if m in a and not np.isfinite(a[m]))
-        parts.append(
-            f"Only {n} of the 6 metrics could be computed on these data (not {absent}), so "
-            f"`overall` is {'that one metric' if n == 1 else f'the mean of those {n}'}."
-        )
-    real = ", ".join(f"{s['overall']:.3f} ({name})" for name, s in COMPETITION_SCORES.items())
-    over = "the same six metrics" if n is None or n == 6 else "all six metrics"
-    parts.append(
-        f"For scale, the competition's in-house scores on the real data, averaged over {over}, "
-        f"are {real}; other data give other absolute values."
-    )
-    return parts
-
-
-def verdict(
-    metrics,
-    *,
-    method: str = "mmae",
-    reference: str = "pca_concat",
-    tie: float = 0.01,
-    confidence: float = 0.95,
-    context: bool = True,
-) -> str:
-    """A Markdown paragraph, computed from a metrics table, answering "does ``method`` beat ``reference``?".
-
-    Over several seeds the answer is statistical: each score's difference ``method -
-    reference`` is paired by seed, and ``method`` is called better (or worse) on a score
-    only when the Student-t confidence interval of the mean difference
-    (:func:`mmae_utils.evaluation.seed_difference`) lies above (or below) 0; otherwise the
-    two tie on it. The text states the interval, e.g. ``overall +0.012 (95% CI +0.004 to
-    +0.020, 5 seeds)``. One seed gives no interval: the text says it is a single run and
-    falls back to thresholds (``tie`` for ``overall``, 0.005 for each metric).
-
-    Parameters
-    ----------
-    metrics
-        :func:`mmae_utils.evaluation.evaluate`'s table (methods as rows: a single run), or
-        the scores of several seeds indexed by ``(seed, method)`` (:func:`replicate`).
-    method, reference
-        Rows to compare.
-    tie
-        A single run only: differences of ``overall`` smaller than this are called a tie.
-    confidence
-        Coverage of the intervals over seeds (default 95 %).
-    context
-        Add how both compare with each modality alone, the random floor and the
-        competition's scale (off to compare two variants of one method).
-
-    Returns
-    -------
-    Markdown text: the overall comparison, the metrics won and lost, how the joint
-    embeddings compare with each modality alone and with the random floor.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from .evaluation import METRICS
-
-    per_seed = None
-    if isinstance(metrics.index, pd.MultiIndex):
-        per_seed = metrics
-        metrics = metrics.groupby(level="method", sort=False).mean(numeric_only=True)
-    if method not in metrics.index or reference not in metrics.index:
-        missing = [m for m in (method, reference) if m not in metrics.index]
-        return f"Cannot compare: {missing} not in the table ({list(metrics.index)})."
-    a, b = metrics.loc[method], metrics.loc[reference]
-    if not np.isfinite(a["overall"]) or not np.isfinite(b["overall"]):
-        return f"Cannot compare `{method}` with `{reference}`: no metric could be computed."
-    d = _seed_intervals(per_seed, method, reference, confidence)
-    parts = [_verdict_head(a, b, method, reference, tie=tie, d=d, confidence=confidence)]
-    cols = [
-        c for c in (*METRICS, "ARI") if c in metrics and np.isfinite(a[c]) and np.isfinite(b[c])
-    ]
-    parts.append(_won_and_lost(a, b, cols, d, confidence))
-    if not context:
-        return " ".join(parts)
-    parts += _verdict_context(metrics, a, method, reference)
-    return " ".join(parts)
-
-
 def training_summary(history, *, model=None) -> str:
     """A Markdown sentence on a :func:`~mmae_utils.training.train` history: epochs run, the
     best epoch, and how each modality's loss fell from the first epoch to it.
@@ -372,35 +167,12 @@ def training_summary(history, *, model=None) -> str:
     )
 
 
-def _difference_table(per_seed, method: str, reference: str) -> list[str]:
-    """Markdown lines: each score's seed-paired difference, its 95 % interval and the call
-    (empty when a method is missing or there is one seed only)."""
-    methods = set(per_seed.index.get_level_values("method"))
-    if not {method, reference} <= methods:
-        return []
-    d = _seed_intervals(per_seed, method, reference, 0.95)
-    d = None if d is None else d.dropna(subset=["mean"])
-    if d is None or d.empty:
-        return []
-    lines = [
-        f"`{method}` - `{reference}`, paired by seed (95% Student-t interval of the mean; "
-        "better or worse only where it excludes 0):",
-        "",
-        "| score | difference | 95% CI | seeds | call |",
-        "|---|---|---|---|---|",
-    ]
-    for score, r in d.iterrows():
-        ci = f"{r['ci_low']:+.3f} to {r['ci_high']:+.3f}" if int(r["n_seeds"]) > 1 else "none"
-        call = interval_call(r["ci_low"], r["ci_high"])
-        lines.append(f"| {score} | {r['mean']:+.3f} | {ci} | {int(r['n_seeds'])} | {call} |")
-    return [*lines, ""]
-
-
 def write_summary(out: Path) -> Path | None:
     """Write ``summary.md`` from ``metrics.csv``: which method won on which metric.
 
     With ``metrics_seeds.csv`` (several seeds) the verdict ``mmae`` vs ``pca_concat`` is
-    drawn from the seed-paired differences and their 95 % intervals (:func:`verdict`), and
+    drawn from the seed-paired differences and their 95 % intervals
+    (:func:`mmae_utils.comparison.verdict`), and
     a table lists every score's difference, interval and call.
 
     Returns
@@ -427,16 +199,28 @@ def write_summary(out: Path) -> Path | None:
     if "overall" in numeric:
         order = numeric["overall"].sort_values(ascending=False)
         lines += [f"**Best overall (seed run): `{order.index[0]}`** ({order.iloc[0]:.3f}).", ""]
-        if {"mmae", "pca_concat"} <= set(df.index):
-            lines += [verdict(df if per_seed is None else per_seed), ""]
-    if per_seed is not None:
-        lines += _difference_table(per_seed, "mmae", "pca_concat")
+        lines += _verdicts(df if per_seed is None else per_seed)
     lines += _best_table(numeric)
     lines += ["", "Full table: `metrics.csv`; notebooks: `*.html`; figures: `figures/`."]
     path = out / "summary.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _verdicts(scores) -> list[str]:
+    """Markdown lines: ``mmae`` against ``pca_concat`` and against the best other method
+    (verdicts, and over seeds the difference tables and the goal)."""
+    if "mmae" not in scores.index.get_level_values("method" if scores.index.nlevels > 1 else 0):
+        return []
+    lines = []
+    for reference in references(scores):
+        lines += [verdict(scores, reference=reference), ""]
+        if scores.index.nlevels > 1:
+            lines += difference_table(scores, "mmae", reference)
+    if scores.index.nlevels > 1:
+        lines += [goal(scores), ""]
+    return lines
 
 
 def _best_table(numeric) -> list[str]:
@@ -466,7 +250,59 @@ def write_json(obj, path: str | os.PathLike) -> Path:
 
 #: Options that describe the network's size: kept from the run's model when another preset
 #: is trained beside it (:func:`train_like`).
-_SIZE_OPTIONS = ("latent_dim", "hidden", "gex_latent_dim", "decoders", "n_components")
+_SIZE_OPTIONS = ("latent_dim", "hidden", "gex_latent_dim", "n_components")
+
+
+def train_model_like(
+    selected, run_dir: str | os.PathLike, *, seed: int, preset: str | None = None, **options
+):
+    """Train a model like the run's (``run_dir/model.keras`` + ``train_options.json``) and
+    return it, with ``options`` of its :class:`~mmae_utils.config.ModelConfig` changed.
+
+    Parameters
+    ----------
+    selected, run_dir, seed, preset
+        As for :func:`train_like`.
+    **options
+        Options of the model's configuration to change, e.g. ``modality_dropout=0.3`` for a
+        model that also works from one modality alone (validated as by
+        :meth:`~mmae_utils.config.ModelConfig.replace`).
+
+    Returns
+    -------
+    ``(model, history)``: the trained model and :func:`~mmae_utils.training.train`'s
+    history (its ``attrs["validation_rows"]`` are the cells held out: the run's, with the
+    run's seed).
+    """
+    from . import data, model, training
+
+    run_dir = Path(run_dir)
+    options_path = run_dir / "train_options.json"
+    if not options_path.exists():
+        raise FileNotFoundError(
+            f"{options_path} is missing: run notebook 04_training first (it records the "
+            "training options there)."
+        )
+    train_options = json.loads(options_path.read_text())
+    run_model = training.load_model(run_dir / "model.keras", compile=False)
+    config = run_model.config
+    if preset is not None:
+        sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
+        config = model.ModelConfig.from_preset(preset)
+        if config.fusion == "shared":  # one code: no split to keep
+            sizes.pop("gex_latent_dim")
+        config = config.replace(**sizes)
+    config = config.replace(**options, seed=int(seed))
+    gex, atac = data.split_modalities(selected, copy=False)
+    categories = run_model.batch_categories
+    if config.needs_batch and categories is None:
+        batch_key = train_options.get("batch_key", "batch")
+        categories = sorted(gex.obs[batch_key].astype(str).unique())
+    mmae = model.build_model(
+        gex.n_vars, atac.n_vars, config=config, n_cells=selected.n_obs, batch_categories=categories
+    )
+    history = training.train(mmae, gex, atac, **{**train_options, "seed": int(seed), "verbose": 0})
+    return mmae, history
 
 
 def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str | None = None):
@@ -482,46 +318,22 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
         Seed of the model and of the training.
     preset
         ``None``: the run's configuration. A name of :data:`mmae_utils.model.PRESETS`
-        (e.g. ``"seed"``, the original model): that preset, with the run's sizes
-        (latent dimension, hidden layers, decoders, components; for a preset with
-        ``fusion="shared"``, not the split of the code or its decoders). A preset that
+        (e.g. ``"original"``, the seed notebook's model): that preset, its wiring
+        (decoders, fusion) kept, with the run's sizes (latent dimension, hidden layers,
+        components, and the split of the code unless the preset has
+        ``fusion="shared"``, which has none). A preset that
         reads batches knows the run model's batches, or else those of
         ``obs[batch_key]``.
 
     Returns
     -------
-    The embedding, ``np.ndarray`` of float32, cells x latent dimension.
+    The embedding, ``np.ndarray`` of float32, cells x latent dimension (of the model
+    :func:`train_model_like` trains).
     """
-    from . import data, model, training
+    from . import data, training
 
-    run_dir = Path(run_dir)
-    options_path = run_dir / "train_options.json"
-    if not options_path.exists():
-        raise FileNotFoundError(
-            f"{options_path} is missing: run notebook 04_training first (it records the "
-            "training options there)."
-        )
-    options = json.loads(options_path.read_text())
-    run_model = training.load_model(run_dir / "model.keras", compile=False)
-    config = run_model.config
-    if preset is not None:
-        sizes = {k: getattr(config, k) for k in _SIZE_OPTIONS}
-        config = model.ModelConfig.from_preset(preset)
-        if config.fusion == "shared":  # one code: no split, no own decoders to keep
-            sizes = {k: v for k, v in sizes.items() if k not in ("gex_latent_dim", "decoders")}
-        config = config.replace(**sizes)
+    mmae, _ = train_model_like(selected, run_dir, seed=seed, preset=preset)
     gex, atac = data.split_modalities(selected, copy=False)
-    categories = run_model.batch_categories
-    if config.needs_batch and categories is None:
-        categories = sorted(gex.obs[options.get("batch_key", "batch")].astype(str).unique())
-    mmae = model.build_model(
-        gex.n_vars,
-        atac.n_vars,
-        config=config.replace(seed=int(seed)),
-        n_cells=selected.n_obs,
-        batch_categories=categories,
-    )
-    training.train(mmae, gex, atac, **{**options, "seed": int(seed), "verbose": 0})
     return training.embed(mmae, gex, atac)
 
 
@@ -562,7 +374,7 @@ def replicate(
         seed is then not run again. It must contain every method asked for.
     presets
         Further autoencoders to train per seed, ``{name in the table: preset}`` (e.g.
-        ``{"mmae_seed": "seed"}`` for the before-and-after, see :func:`train_like`).
+        ``{"mmae_original": "original"}`` for the before-and-after, see :func:`train_like`).
     baselines
         Baselines to recompute (default all of :data:`mmae_utils.evaluation.BASELINES`).
     gex
@@ -581,7 +393,6 @@ def replicate(
     :func:`mmae_utils.evaluation.seed_difference`.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from . import evaluation
 
@@ -597,7 +408,8 @@ def replicate(
             raise ValueError(f"first has no scores for {missing}; pass them or drop first.")
         tables[seeds[0]] = first
     todo = [s for s in seeds if s not in tables]
-    for seed in tqdm(todo, desc="seeds", disable=not progress or not todo):
+    bar = progress_bar(total=len(todo), desc="seeds", disable=not progress or not todo)
+    for seed in todo:
         embeddings = {method: train_like(selected, run_dir, seed=seed)}
         for name, preset in presets.items():
             embeddings[name] = train_like(selected, run_dir, seed=seed, preset=preset)
@@ -617,6 +429,8 @@ def replicate(
             seed=seed,
             progress=False,
         )
+        bar.update()
+    bar.close()
     return pd.concat({s: tables[s] for s in seeds}, names=["seed", "method"])
 
 
@@ -697,6 +511,7 @@ def run_report(
         data = Path(data).expanduser().resolve()  # the notebooks run in `out`, not here
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     write_json(full, out / "params.json")
+    os.environ.setdefault(TEXT_PROGRESS_ENV, "1")  # the kernels inherit it: text bars
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     timings = {"cpus": cpus, "notebooks": {}}
     for name in names:

@@ -45,11 +45,12 @@ import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
-from .likelihoods import log_normalized_mean
+from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
 from .model import MultiModalAutoencoder
 from .persistence import check_features, load_model, save_model
 from .pipeline import (
     check_batch_size,
+    epoch_printer,
     epoch_timer,
     make_dataset,
     projected,
@@ -353,7 +354,9 @@ def train(
         Apply :func:`tune_malloc` (glibc only; process-wide): about 1.4x less CPU time per
         epoch on CPU.
     verbose
-        Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto".
+        Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto";
+        or ``"summary"``: a short line every tenth of ``epochs`` and when training stops
+        (notebook 04: readable in a saved notebook, where 100 epoch lines are not).
     callbacks
         Extra Keras callbacks.
 
@@ -365,8 +368,10 @@ def train(
     MSE or NB negative log-likelihood, ATAC BCE or MSE), ``batch_loss`` (the batch
     classifier's cross-entropy, with ``adversarial_batch``), the same with ``val_`` on the
     validation cells, and ``seconds`` per epoch. ``attrs`` hold ``best_epoch`` (whose weights the model now
-    has, when early stopping is on), ``monitor``, ``n_train``, ``n_val`` and ``options``
-    (the training options above, to train again alike). When AnnData
+    has, when early stopping is on), ``monitor``, ``n_train``, ``n_val``,
+    ``validation_rows`` (the rows held out, sorted; a tuple of ints, not an array, so that
+    pandas can still compare the attrs of histories it concatenates) and ``options`` (the
+    training options above, to train again alike). When AnnData
     are passed and the model has no feature names yet, ``model.gex_features`` /
     ``model.atac_features`` are set to their ``var_names``.
     """
@@ -401,6 +406,9 @@ def train(
         learning_rate=learning_rate,
         extra=callbacks,
     )
+    if verbose == "summary":  # a short line every few epochs (pipeline.epoch_printer)
+        plan.callbacks.append(epoch_printer(int(epochs), monitor=plan.monitor))
+        verbose = 0
     history = _fit(model, plan, epochs=epochs, verbose=verbose)
     options = {  # what notebook 04 records for report.replicate
         "epochs": int(epochs),
@@ -588,6 +596,7 @@ def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_r
     if patience is not None:
         plan.early = keras.callbacks.EarlyStopping(
             monitor=plan.monitor,
+            mode="min",  # every monitored value is a loss (Keras cannot tell for recon_loss)
             patience=int(patience),
             min_delta=float(min_delta),
             restore_best_weights=True,
@@ -598,6 +607,7 @@ def _callbacks(plan: _TrainPlan, *, patience, min_delta, lr_schedule, learning_r
         plan.callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor=plan.monitor,
+                mode="min",
                 factor=0.5,
                 patience=3,
                 min_delta=float(min_delta),
@@ -635,6 +645,7 @@ def _finish(model, history, plan: _TrainPlan, options: dict, data: _TrainData) -
         df.attrs["best_epoch"] = len(df)
     df.attrs["n_train"] = len(plan.train_rows)
     df.attrs["n_val"] = plan.n_val
+    df.attrs["validation_rows"] = tuple(int(i) for i in plan.val_rows)
     df.attrs["options"] = options
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
         z = run_batches(
@@ -760,6 +771,9 @@ def reconstruct(
     likelihood = model.likelihoods[modality]
     if likelihood == "nb":
         return out if logits else log_normalized_mean(out)
+    if likelihood == "bernoulli" and model.output_activation == "relu":  # probabilities
+        p = np.clip(out, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
+        return np.log(p / (1.0 - p)).astype(np.float32) if logits else p
     if likelihood == "bernoulli":
         return out if logits else _sigmoid(out)
     transform = model.gex_transform if modality == "gex" else model.atac_transform

@@ -214,6 +214,22 @@ def test_adversarial_batch_loss_is_weighted_into_the_total_and_logged(bmmc):
     )  # fmt: skip
 
 
+def test_adversarial_model_trains_with_early_stopping_and_plateau(bmmc):
+    """Early stopping and the plateau schedule monitor val_recon_loss, whose direction
+    Keras cannot guess from its name: both must be told it is minimised."""
+    gex, atac, categories = bmmc
+    model = build_model(
+        gex.n_vars, atac.n_vars, preset="seed", adversarial_batch=0.1,
+        batch_categories=categories, **TINY,
+    )  # fmt: skip
+    history = train(
+        model, gex, atac, epochs=3, patience=1, lr_schedule="plateau", seed=0, verbose=0
+    )
+    assert history.attrs["monitor"] == "val_recon_loss"
+    best = history.attrs["best_epoch"]
+    assert history["val_recon_loss"].iloc[best - 1] == history["val_recon_loss"].min()
+
+
 # ---------------------------------------------------------------------------- likelihoods
 def test_nb_nll_equals_the_negative_binomial_log_pmf():
     rng = np.random.default_rng(3)

@@ -29,14 +29,14 @@ DOCUMENTED: dict[str, list] = {
     "HVG_FLAVOR": ["seurat", "cell_ranger"],
     "HVG_BATCH_KEY": ["batch"],
     "PRESET": ["seed"],
-    "DECODERS": ["own"],
+    "DECODERS": ["joint", "own"],
     "GEX_INPUT": ["log", "standardize", "svd"],
     "ATAC_INPUT": ["binary", "tfidf", "svd"],
     "BATCH_NORM": [True, False],
     "LATENT_SCALING": ["block", "none"],
     "LR_SCHEDULE": ["plateau"],
     "PATIENCE": [None],
-    "BEFORE_PRESET": [None, "jae"],
+    "BEFORE_PRESET": [None, "seed", "jae"],
     "RESOLUTION_SEARCH": ["full"],
     "LABEL_KEY": [None],  # or any obs column; "cell_type" is nbval's
     "BATCH_KEY": [None],  # or any obs column; "batch" is nbval's
@@ -46,8 +46,8 @@ DOCUMENTED: dict[str, list] = {
 FREE = (
     "RUN_DIR", "SEED", "N_GEX", "N_ATAC", "LATENT_DIM", "HIDDEN", "N_COMPONENTS",
     "MODALITY_DROPOUT", "DROPOUT", "GEX_LOSS_WEIGHT", "ATAC_LOSS_WEIGHT", "EPOCHS",
-    "BATCH_SIZE", "LEARNING_RATE", "VALIDATION_FRACTION", "BASELINES", "UMAP_METHODS",
-    "N_NEIGHBORS", "N_SEEDS",
+    "BATCH_SIZE", "LEARNING_RATE", "VALIDATION_FRACTION", "CROSSMODAL_DROPOUT", "BASELINES",
+    "UMAP_METHODS", "N_NEIGHBORS", "N_SEEDS",
 )  # fmt: skip
 
 #: The tiny dataset: 150 cells x (300 genes + 500 peaks).
@@ -104,7 +104,7 @@ CHAINS: dict[str, dict] = {
         "VALIDATION_FRACTION": 0.0,
         "BEFORE_PRESET": "jae",  # its 100 components exceed the 100 genes: 98, warns
         "BASELINES": ["gex_pca", "atac_lsi", "pca_competition"],
-        "UMAP_METHODS": ["mmae", "mmae_seed", "gex_pca"],
+        "UMAP_METHODS": ["mmae", "mmae_jae", "gex_pca"],
         "N_SEEDS": 2,
         "BATCH_KEY": None,  # no batches: the batch ASW is skipped, in both seeds
     },
@@ -116,6 +116,9 @@ CHAINS: dict[str, dict] = {
         "GEX_INPUT": "log",
         "ATAC_INPUT": "svd",  # 100 components of 40 peaks: 39, warns
         "PATIENCE": None,
+        "CROSSMODAL_DROPOUT": 0.0,  # cross-modal prediction by the run's model, without any
+        "DECODERS": "joint",
+        "BEFORE_PRESET": "seed",  # the seed notebook's model with its defects fixed
         "LABEL_KEY": None,  # unlabelled: the label-free metrics, Leiden clusters
     },
 }
@@ -176,7 +179,7 @@ def test_every_parameter_is_covered_and_every_value_is_set():
         if name != "RUN_DIR":
             default = eval(declared[name]["default"])  # noqa: S307 - the notebooks' literals
             assert any(name in c and c[name] != default for c in CHAINS.values()), name
-    for name in ("DROPOUT", "MODALITY_DROPOUT"):  # "0 to below 1"
+    for name in ("DROPOUT", "MODALITY_DROPOUT", "CROSSMODAL_DROPOUT"):  # "0 to below 1"
         assert re.search(r"below 1", declared[name]["help"]), declared[name]["help"]
 
 

@@ -106,10 +106,13 @@ def test_umaps_colour_each_row_by_its_own_clusters(embedded):
         "random: leiden",
         "random: batch",
     ]
-    for ax, method in ((axes[0], "gex_pca"), (axes[2], "random")):  # a legend on every row
+    for ax, method in ((axes[0], "gex_pca"), (axes[2], "random")):  # each row its own clusters
         labels = {t.get_text() for t in ax.get_legend().get_texts()}
         assert labels == set(adata.obs[clusters[method]].astype(str)), method
-    assert axes[3].get_legend() is None  # the batch column keeps one legend
+    batches = {
+        t.get_text() for t in axes[3].get_legend().get_texts()
+    }  # a legend beside every panel
+    assert batches == set(adata.obs["batch"].astype(str))
     with pytest.raises(KeyError, match="obs\\['nope_gex_pca'\\]"):
         plotting.umaps(adata, keys, color="nope_{method}")
 

@@ -144,3 +144,29 @@ def test_presets_and_their_errors():
     small = build_model(N_GENES, N_PEAKS, **JAE_SMALL)
     with pytest.raises(ValueError, match="needs more than 9 cells"):
         small.gex_transform.fit(sp.random(5, N_GENES, density=0.5, format="csr"))
+
+
+def test_original_preset_is_the_seed_notebooks_model(data):
+    """ "original": own decoders, ReLU outputs, and BCE on the ReLU read as a probability."""
+    gex, atac, _ = data
+    model = build_model(N_GENES, N_PEAKS, preset="original", latent_dim=6, hidden=(16,))
+    assert model.decoders == "own" and model.output_activation == "relu"
+    assert model.atac_decoder[-1].activation is keras.activations.relu
+    assert PRESETS["seed"].output_activation == "linear"  # the fixed one stays linear
+    x = {
+        "gex": pp.log_normalize(gex[:40]).toarray(),
+        "atac": pp.binarize(atac[:40]).toarray(),
+    }
+    out = model(x)
+    assert _np(out["atac"]).min() >= 0 and _np(out["gex"]).min() >= 0
+    _, atac_loss = model.per_cell_losses(x, out)
+    p = np.clip(_np(out["atac"]).astype(np.float64), 1e-7, 1 - 1e-7)
+    t = x["atac"]
+    expected = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean(axis=1)
+    np.testing.assert_allclose(_np(atac_loss), expected, rtol=1e-4)
+    probabilities = reconstruct(model, gex[:40], atac[:40], modality="atac")
+    np.testing.assert_allclose(probabilities, p, rtol=1e-5)  # the clipped ReLU itself
+    with pytest.raises(ValueError, match='output_activation="relu".*gex_likelihood="mse"'):
+        ModelConfig(output_activation="relu", gex_likelihood="nb")
+    with pytest.raises(ValueError, match="output_activation must be one of"):
+        ModelConfig(output_activation="sigmoid")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from tqdm.auto import tqdm
 
+from .._utils import progress_bar
 from ._counts import cell_chunks, obsm_standins, simulate_in_memory, uns_entries
 from ._design import design
 from ._facts import BATCH_COUNTS, CELL_TYPE_COUNTS
@@ -182,7 +182,7 @@ def synthetic_bmmc(
     if progress is None:
         progress = n_cells > 20_000
     chunks = cell_chunks(n_cells, chunk_size)
-    bar = tqdm(total=n_cells, desc="simulating cells", unit="cell", disable=not progress)
+    bar = progress_bar(total=n_cells, desc="simulating cells", unit="cell", disable=not progress)
     if path is None:
         return simulate_in_memory(d, chunks, seed, obsm, uns, bar)
     return stream_to_h5ad(d, Path(path), chunks, seed, obsm, uns, bar)
