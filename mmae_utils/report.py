@@ -294,12 +294,8 @@ def train_model_like(
         config = config.replace(**sizes)
     config = config.replace(**options, seed=int(seed))
     gex, atac = data.split_modalities(selected, copy=False)
-    categories = run_model.batch_categories
-    if config.needs_batch and categories is None:
-        batch_key = train_options.get("batch_key", "batch")
-        categories = sorted(gex.obs[batch_key].astype(str).unique())
-    mmae = model.build_model(
-        gex.n_vars, atac.n_vars, config=config, n_cells=selected.n_obs, batch_categories=categories
+    mmae = training.build_for(
+        gex, atac, config=config, batch_key=train_options.get("batch_key", "batch")
     )
     history = training.train(mmae, gex, atac, **{**train_options, "seed": int(seed), "verbose": 0})
     return mmae, history
