@@ -86,15 +86,15 @@ QUICK = {
 #: Name -> (``build_model`` options, one-line description). ``preset`` picks the starting
 #: point; ``train`` (if present) holds options for ``training.train`` beside :data:`TRAIN`.
 CONFIGS: dict[str, tuple[dict, str]] = {
-    "seed": ({"preset": "seed"}, "reference: the original model (log GEX, MSE; binary ATAC, BCE)"),
-    "jae": ({"preset": "jae"}, "reference: today's default (SVD inputs, batch norm, block scaling)"),
+    "seed": ({"preset": "seed"}, "reference: the seed notebook's model, defects fixed (log GEX, MSE; binary ATAC, BCE)"),
+    "jae": ({"preset": "jae"}, "reference: JAE's recipe (SVD inputs, batch norm, block scaling), the default before"),
     "jae+shared": (
         {"preset": "jae", "fusion": "shared", "latent_scaling": "none"},
         "jae with one shared code (no block scaling: shared has no halves)",
     ),
     "jae+batchcond": (
         {"preset": "jae", "batch_conditioning": True},
-        "jae with decoders conditioned on a one-hot of the batch",
+        "jae with decoders conditioned on a one-hot of the batch (adopted: preset jae_batch)",
     ),
     "jae+adv0.1": (
         {"preset": "jae", "adversarial_batch": 0.1},
@@ -103,6 +103,10 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     "jae+adv1": (
         {"preset": "jae", "adversarial_batch": 1.0},
         "jae + adversarial batch classifier on the code, weight 1",
+    ),
+    "jae+batchcond+adv0.1": (
+        {"preset": "jae", "batch_conditioning": True, "adversarial_batch": 0.1},
+        "jae+batchcond + adversarial batch classifier, weight 0.1 (both forms of batch awareness)",
     ),
     "jae+nb": (
         {"preset": "jae", "gex_likelihood": "nb"},

@@ -8,7 +8,9 @@ With a report folder (``make report`` on the defaults), the script copies its
 ``docs/results/`` and its
 figures into ``docs/``; then (and with ``--check``) it renders the README's results block,
 between the ``<!-- results:begin -->`` and ``<!-- results:end -->`` lines, from
-``docs/results/`` alone. ``tests/test_docs.py`` fails when the README and ``docs/results``
+``docs/results/`` alone, and the parameter table, between ``<!-- parameters:begin -->``
+and ``<!-- parameters:end -->``, from the notebooks' ``parameters`` cells.
+``tests/test_docs.py`` fails when the README and ``docs/results`` or the notebooks
 disagree.
 """
 
@@ -22,13 +24,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmae_utils.comparison import verdict
+from mmae_utils import report
+from mmae_utils.comparison import goal, references, verdict
+from mmae_utils.config import DEFAULT_PRESET
 from mmae_utils.evaluation import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+PARAMS_BEGIN, PARAMS_END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
 FILES = ("metrics_seeds.csv", "params.json", "timings.json")
 #: Report figure -> its copy in docs/.
 FIGURES = {
@@ -37,7 +42,8 @@ FIGURES = {
     "04_loss_curves.png": "report_loss_curves.png",
 }
 LABELS = {
-    "mmae": '`mmae` (the default, `"jae"` preset)',
+    "mmae": f'`mmae` (the default, `"{DEFAULT_PRESET}"` preset)',
+    "mmae_original": "`mmae_original` (the seed notebook's model)",
     "mmae_seed": '`mmae_seed` (the `"seed"` preset)',
 }
 HEADERS = {
@@ -101,21 +107,42 @@ def render(results: Path = RESULTS) -> str:
             head,
             "![scores over seeds](docs/report_seeds.png)",
             table(per_seed) + note,
-            "Notebook 05's verdict on these numbers, word for word:",
-            "> " + verdict(per_seed),
+            "Notebook 05's verdicts on these numbers, word for word:",
+            *("> " + verdict(per_seed, reference=r) for r in references(per_seed)),
+            "> " + goal(per_seed),
             "![metrics of the demo report, seed 0](docs/report_metrics.png)",
             "![loss curves](docs/report_loss_curves.png)",
         ]
     )
 
 
-def rewrite(text: str, block: str) -> str:
-    """``text`` with the part between the marker lines replaced by ``block``."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"README.md must hold one {BEGIN} line and one {END} line.")
-    before, rest = text.split(BEGIN)
-    _, after = rest.split(END)
-    return f"{before}{BEGIN}\n{block}\n{END}{after}"
+def parameters_table() -> str:
+    """The README's parameter table, from the notebooks' ``parameters`` cells: each
+    parameter once, its default and help from the first notebook that declares it."""
+    rows: dict[str, dict] = {}
+    for name in report.NOTEBOOKS:
+        path = report.notebooks_dir() / f"{name}.ipynb"
+        for param, spec in report.notebook_parameters(path).items():
+            row = rows.setdefault(param, {**spec, "notebooks": []})
+            row["notebooks"].append(name[:2])
+    lines = ["| parameter | default | meaning | notebooks |", "|---|---|---|---|"]
+    for param, row in rows.items():
+        default = f"`{row['default']}`"
+        if param in report.REPORT_DEFAULTS:
+            default += f" (report: `{report.REPORT_DEFAULTS[param]}`)"
+        meaning = row["help"].replace("|", "\\|")
+        lines.append(f"| `{param}` | {default} | {meaning} | {', '.join(row['notebooks'])} |")
+    return "\n".join(lines)
+
+
+def rewrite(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with the part between the marker lines ``begin`` and ``end`` replaced by
+    ``block``."""
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"README.md must hold one {begin} line and one {end} line.")
+    before, rest = text.split(begin)
+    _, after = rest.split(end)
+    return f"{before}{begin}\n{block}\n{end}{after}"
 
 
 def main(argv=None) -> int:
@@ -126,10 +153,13 @@ def main(argv=None) -> int:
     if args.report is not None and not args.check:
         copy_report(args.report)
     text = README.read_text()
-    new = rewrite(text, render())
+    new = rewrite(rewrite(text, render()), parameters_table(), PARAMS_BEGIN, PARAMS_END)
     if args.check:
         if new != text:
-            print("README.md's results differ from docs/results: run docs/update_results.py.")
+            print(
+                "README.md's results or parameter table differ from docs/results and the "
+                "notebooks: run docs/update_results.py."
+            )
             return 1
         return 0
     tmp = README.with_suffix(".md.tmp")

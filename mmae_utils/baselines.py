@@ -23,6 +23,7 @@ __all__ = [
     "BASELINES",
     "GUANLAB_GEX_FRACTION",
     "MAX_DIMS",
+    "SEEDED_BASELINES",
     "baselines",
     "fitted_sizes",
     "guanlab_split",
@@ -36,6 +37,9 @@ BASELINES = ("pca_concat", "pca_competition", "gex_pca", "atac_lsi", "random")
 #: (the NeurIPS 2021 joint-embedding recipe of team Guanlab: per-modality truncated SVD,
 #: each cell's vector z-scored).
 ALL_BASELINES = (*BASELINES, "harmony", "guanlab")
+
+#: The baselines whose embedding depends on the seed; the others are exact SVDs.
+SEEDED_BASELINES = ("harmony", "random")
 
 #: ``guanlab``'s share of GEX components (their submission: 38 GEX + 62 ATAC of 100).
 GUANLAB_GEX_FRACTION = 0.38

@@ -706,10 +706,11 @@ def build_model(
         Number of GEX and ATAC input features (e.g. 2,500 genes and 5,000 peaks).
     preset
         Named configuration to start from (:data:`~mmae_utils.config.PRESETS`). ``None``
-        uses :data:`~mmae_utils.config.DEFAULT_PRESET` (``"jae"``, chosen by an ablation
-        on the earlier simulator, ``benchmarks/ablation_linear_simulator.md``; the
-        ablation on development draws, ``benchmarks/ablation.md``, chooses anew);
-        ``"seed"`` is the original notebook's model (the before of the tutorial's before-and-after).
+        uses :data:`~mmae_utils.config.DEFAULT_PRESET` (``"jae_batch"``, chosen on development
+        draws, ``benchmarks/ablation.md``; its decoders read the batch, so it needs
+        ``batch_categories``); ``"original"`` is the seed notebook's model (the before of
+        the tutorial's before-and-after). :func:`mmae_utils.training.build_for` builds from
+        AnnData and reads the batches itself.
     config
         A :class:`~mmae_utils.config.ModelConfig` to start from instead of a preset.
     gex_features, atac_features
@@ -744,7 +745,7 @@ def build_model(
 
     Examples
     --------
-    >>> model = build_model(2500, 5000)  # the original notebook's sizes
+    >>> model = build_model(2500, 5000, batch_categories=["s1d1", "s1d2"])  # the seed's sizes
     >>> model.gex_latent_dim, model.atac_latent_dim
     (10, 10)
     >>> build_model(2500, 5000, preset="seed").config.gex_input

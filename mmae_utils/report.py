@@ -294,12 +294,8 @@ def train_model_like(
         config = config.replace(**sizes)
     config = config.replace(**options, seed=int(seed))
     gex, atac = data.split_modalities(selected, copy=False)
-    categories = run_model.batch_categories
-    if config.needs_batch and categories is None:
-        batch_key = train_options.get("batch_key", "batch")
-        categories = sorted(gex.obs[batch_key].astype(str).unique())
-    mmae = model.build_model(
-        gex.n_vars, atac.n_vars, config=config, n_cells=selected.n_obs, batch_categories=categories
+    mmae = training.build_for(
+        gex, atac, config=config, batch_key=train_options.get("batch_key", "batch")
     )
     history = training.train(mmae, gex, atac, **{**train_options, "seed": int(seed), "verbose": 0})
     return mmae, history
@@ -358,8 +354,12 @@ def replicate(
     For every seed the autoencoder is built anew with the configuration of
     ``run_dir/model.keras`` (the seed replaced), trained with the options of
     ``run_dir/train_options.json`` (both written by notebook 04), and embedded; the
-    baselines are recomputed with that seed; all are scored by
-    :func:`mmae_utils.evaluation.evaluate` with that seed. ``selected`` is not modified.
+    seeded baselines (:data:`~mmae_utils.baselines.SEEDED_BASELINES`: Harmony, random)
+    are recomputed with that seed; all are scored by
+    :func:`mmae_utils.evaluation.evaluate` with that seed. The other baselines are exact
+    SVDs that no seed changes: they are computed and scored once, with the first seed,
+    and their rows repeat for the others (scoring them again would only redraw the kNN
+    graph's and Leiden's randomness). ``selected`` is not modified.
 
     Parameters
     ----------
@@ -376,7 +376,7 @@ def replicate(
         Further autoencoders to train per seed, ``{name in the table: preset}`` (e.g.
         ``{"mmae_original": "original"}`` for the before-and-after, see :func:`train_like`).
     baselines
-        Baselines to recompute (default all of :data:`mmae_utils.evaluation.BASELINES`).
+        Baselines to score (default :data:`mmae_utils.evaluation.BASELINES`).
     gex
         All genes (for the cell-cycle genes), as for :func:`~mmae_utils.evaluation.evaluate`.
     method
@@ -395,6 +395,7 @@ def replicate(
     import pandas as pd
 
     from . import evaluation
+    from .baselines import SEEDED_BASELINES
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -413,12 +414,14 @@ def replicate(
         embeddings = {method: train_like(selected, run_dir, seed=seed)}
         for name, preset in presets.items():
             embeddings[name] = train_like(selected, run_dir, seed=seed, preset=preset)
-        if baselines:
+        once = next(iter(tables.values()), None)  # the first scored seed's table
+        again = [b for b in baselines if once is None or b in SEEDED_BASELINES]
+        if again:
             n_comps = embeddings[method].shape[1]
             embeddings |= evaluation.baselines(
-                selected, n_comps=n_comps, methods=baselines, seed=seed, inplace=False
+                selected, n_comps=n_comps, methods=again, seed=seed, inplace=False
             )
-        tables[seed] = evaluation.evaluate(
+        table = evaluation.evaluate(
             selected,
             embeddings,
             gex=gex,
@@ -429,6 +432,11 @@ def replicate(
             seed=seed,
             progress=False,
         )
+        if once is not None:  # the seed-free baselines, as scored once
+            order = [method, *presets, *baselines]
+            table = pd.concat([table, once.loc[[b for b in baselines if b not in again]]])
+            table = table.loc[order]
+        tables[seed] = table
         bar.update()
     bar.close()
     return pd.concat({s: tables[s] for s in seeds}, names=["seed", "method"])

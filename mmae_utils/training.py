@@ -36,6 +36,7 @@ training uses (:func:`fused_adam`, :func:`tune_malloc`, also re-exported) in the
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,8 +46,9 @@ import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
+from .config import ModelConfig
 from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
-from .model import MultiModalAutoencoder
+from .model import MultiModalAutoencoder, build_model
 from .persistence import check_features, load_model, save_model
 from .pipeline import (
     check_batch_size,
@@ -61,6 +63,7 @@ from .pp import is_integer_valued
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "build_for",
     "check_features",
     "embed",
     "epoch_timer",
@@ -239,6 +242,57 @@ def _batch_codes(model, gex, atac, n_obs: int, *, batch_key: str, batch=None, hi
     return codes.astype(np.int32)
 
 
+def build_for(
+    gex, atac, *, config: ModelConfig, batch_key: str | None = "batch"
+) -> MultiModalAutoencoder:
+    """Build ``config``'s model for these cells: their feature counts and names, their number
+    (so ``"svd"`` inputs ask for no more components than they allow) and, when the model
+    reads batches, the batches of ``gex.obs[batch_key]``.
+
+    Data without batches (``batch_key`` ``None``, or a column that is missing or empty)
+    cannot condition on them: the model is then built without ``batch_conditioning`` and
+    ``adversarial_batch``, with a ``UserWarning``, rather than refused, so that the
+    default preset runs on any data.
+
+    Parameters
+    ----------
+    gex, atac
+        AnnData of the selected genes and peaks (:func:`mmae_utils.data.split_modalities`).
+    config
+        The model's options (:class:`~mmae_utils.config.ModelConfig`).
+    batch_key
+        The ``obs`` column of the batches, or ``None``.
+
+    Returns
+    -------
+    The built, untrained :class:`~mmae_utils.model.MultiModalAutoencoder`.
+    """
+    categories = None
+    if config.needs_batch:
+        has = batch_key is not None and batch_key in gex.obs and gex.obs[batch_key].notna().any()
+        if has:
+            categories = sorted(gex.obs[batch_key].dropna().astype(str).unique())
+        else:
+            warnings.warn(
+                "This model conditions on the batch (batch_conditioning / adversarial_batch), "
+                f"but the data have no batches (batch_key={batch_key!r}): building it without "
+                "either. Set BATCH_KEY (batch_key) to the obs column of the batches to use "
+                "them, or BATCH_CONDITIONING = False to silence this.",
+                UserWarning,
+                stacklevel=2,
+            )
+            config = config.replace(batch_conditioning=False, adversarial_batch=0.0)
+    return build_model(
+        gex.n_vars,
+        atac.n_vars,
+        config=config,
+        gex_features=gex.var_names,
+        atac_features=atac.var_names,
+        batch_categories=categories,
+        n_cells=gex.n_obs,
+    )
+
+
 def _gex_counts(gex, layer: str | None):
     """The raw GEX counts that ``gex_likelihood="nb"`` models (CSR or dense float32)."""
     where = "X" if layer is None else f"layers[{layer!r}]"
@@ -289,7 +343,7 @@ def train(
     """Train the autoencoder on paired GEX + ATAC, streaming sparse batches.
 
     A model whose inputs are transformed (``gex_input`` / ``atac_input`` other than
-    ``"log"`` / ``"binary"``, e.g. the default ``"jae"`` preset's SVD components) gets
+    ``"log"`` / ``"binary"``, e.g. the default ``"jae_batch"`` preset's SVD components) gets
     its transforms fitted on all the cells of its first ``train`` call (unsupervised, as
     the PCA baselines are); with ``latent_scaling="block"`` the embedding's two scaling
     factors are set from these cells' codes after training. What is minimised is

@@ -18,8 +18,10 @@ from mmae_utils.config import (
 )
 
 
-def test_presets_are_configs_and_jae_is_the_default():
-    assert DEFAULT_PRESET == "jae" and DEFAULT_CONFIG == PRESETS["jae"]
+def test_presets_are_configs_and_jae_batch_is_the_default():
+    # the ablation's choice on development draws (benchmarks/ablation.md)
+    assert DEFAULT_PRESET == "jae_batch" and DEFAULT_CONFIG == PRESETS["jae_batch"]
+    assert PRESETS["jae_batch"] == PRESETS["jae"].replace(batch_conditioning=True)
     assert PRESETS["seed"] == ModelConfig()
     jae = PRESETS["jae"]
     assert (jae.gex_input, jae.atac_input, jae.batch_norm, jae.latent_scaling) == (
@@ -119,3 +121,20 @@ def test_n_components_above_what_the_data_allow_adapts_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # what fits does not warn
         assert build_model(500, 600, config=jae, n_cells=400).config.n_components == 100
+
+
+def test_describe_says_what_each_preset_trains():
+    jae_batch = PRESETS["jae_batch"].describe()
+    assert "100 principal components" in jae_batch and "100 LSI components" in jae_batch
+    assert "one-hot of the cell's batch" in jae_batch
+    assert "GEX mean squared error, on components; ATAC mean squared error, on components" in (
+        jae_batch
+    )
+    assert "scaled to equal total variance" in jae_batch
+    original = PRESETS["original"].describe()
+    assert "only its own part" in original and "both outputs pass a ReLU" in original
+    assert "batch" not in original
+    mmae = PRESETS["mmae"].replace(adversarial_batch=0.1, modality_dropout=0.2).describe()
+    assert "one shared code of 20" in mmae and "negative binomial NLL, on counts" in mmae
+    assert "binary cross-entropy, on peaks" in mmae
+    assert "weight 0.1" in mmae and "20% of each batch's cells" in mmae

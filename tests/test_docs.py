@@ -57,3 +57,15 @@ def test_a_missing_marker_or_report_file_is_an_error(gen, tmp_path):
         gen.rewrite("no markers here", "block")
     with pytest.raises(SystemExit, match="lacks .*metrics_seeds.csv"):
         gen.copy_report(tmp_path)
+
+
+def test_the_parameter_table_follows_the_notebooks(gen):
+    table = gen.parameters_table()
+    rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines()[2:]}
+    for name in gen.report.NOTEBOOKS:
+        path = gen.report.notebooks_dir() / f"{name}.ipynb"
+        for param, spec in gen.report.notebook_parameters(path).items():
+            assert f"| `{spec['default']}`" in rows[param], (param, rows[param])
+            assert name[:2] in rows[param].rsplit("|", 2)[-2], (param, name)
+    assert "(report: `5`)" in rows["N_SEEDS"]
+    assert gen.PARAMS_BEGIN in gen.README.read_text()

@@ -1,7 +1,7 @@
 """Every documented value of every notebook parameter runs end to end.
 
 The notebooks' ``parameters`` cells list the values each parameter accepts. nbval runs the
-defaults on the demo data; here three report chains (01-05, papermill, as ``mmae-report``)
+defaults on the demo data; here four report chains (01-05, papermill, as ``mmae-report``)
 on a tiny simulated dataset together set every other documented value at least once, and
 ask for more than the data have (genes, components, latent dimensions), which must adapt
 with a warning instead of raising. One chain runs without cell-type labels and one without
@@ -28,7 +28,11 @@ DOCUMENTED: dict[str, list] = {
     "BACKED": [True, False],
     "HVG_FLAVOR": ["seurat", "cell_ranger"],
     "HVG_BATCH_KEY": ["batch"],
-    "PRESET": ["seed"],
+    "PRESET": ["jae", "mmae", "seed", "original"],
+    "FUSION": ["concat", "shared"],
+    "GEX_LIKELIHOOD": ["mse", "nb"],
+    "ATAC_LIKELIHOOD": ["auto", "mse", "bernoulli"],
+    "BATCH_CONDITIONING": [True, False],
     "DECODERS": ["joint", "own"],
     "GEX_INPUT": ["log", "standardize", "svd"],
     "ATAC_INPUT": ["binary", "tfidf", "svd"],
@@ -45,7 +49,7 @@ DOCUMENTED: dict[str, list] = {
 #: Free-valued parameters, and the values the chains give them other than the default.
 FREE = (
     "RUN_DIR", "SEED", "N_GEX", "N_ATAC", "LATENT_DIM", "HIDDEN", "N_COMPONENTS",
-    "MODALITY_DROPOUT", "DROPOUT", "GEX_LOSS_WEIGHT", "ATAC_LOSS_WEIGHT", "EPOCHS",
+    "ADVERSARIAL_BATCH", "MODALITY_DROPOUT", "DROPOUT", "GEX_LOSS_WEIGHT", "ATAC_LOSS_WEIGHT", "EPOCHS",
     "BATCH_SIZE", "LEARNING_RATE", "VALIDATION_FRACTION", "CROSSMODAL_DROPOUT", "BASELINES",
     "UMAP_METHODS", "N_NEIGHBORS", "N_SEEDS",
 )  # fmt: skip
@@ -68,7 +72,12 @@ CHAINS: dict[str, dict] = {
         "HVG_BATCH_KEY": "batch",
         "LATENT_DIM": 8,
         "HIDDEN": [16, 8],
+        "PRESET": "original",  # the seed notebook's model (own decoders, ReLU outputs)
         "DECODERS": "own",
+        "FUSION": "concat",
+        "BATCH_CONDITIONING": False,
+        "GEX_LIKELIHOOD": "mse",
+        "ATAC_LIKELIHOOD": "auto",
         "GEX_INPUT": "svd",
         "ATAC_INPUT": "binary",
         "N_COMPONENTS": 200,  # more than 150 cells allow: 148, warns
@@ -94,6 +103,8 @@ CHAINS: dict[str, dict] = {
         "N_ATAC": 200,
         "HVG_FLAVOR": "cell_ranger",
         "PRESET": "seed",
+        "BATCH_CONDITIONING": True,  # but no batches (BATCH_KEY None): built without, warns
+        "ATAC_LIKELIHOOD": "mse",
         "LATENT_DIM": 6,
         "GEX_INPUT": "standardize",
         "ATAC_INPUT": "tfidf",
@@ -112,6 +123,10 @@ CHAINS: dict[str, dict] = {
         **QUICK,
         "N_GEX": 60,
         "N_ATAC": 40,
+        "PRESET": "mmae",  # shared code, batch-conditioned decoders, NB + Bernoulli
+        "FUSION": "shared",
+        "GEX_LIKELIHOOD": "nb",
+        "ATAC_LIKELIHOOD": "bernoulli",
         "LATENT_DIM": 100,  # wider than the features: the baselines get fewer, warns
         "GEX_INPUT": "log",
         "ATAC_INPUT": "svd",  # 100 components of 40 peaks: 39, warns
@@ -120,6 +135,14 @@ CHAINS: dict[str, dict] = {
         "DECODERS": "joint",
         "BEFORE_PRESET": "seed",  # the seed notebook's model with its defects fixed
         "LABEL_KEY": None,  # unlabelled: the label-free metrics, Leiden clusters
+    },
+    "jae_with_a_batch_adversary": {
+        **QUICK,
+        "PRESET": "jae",
+        "ADVERSARIAL_BATCH": 0.5,  # reads the batches: built from obs["batch"]
+        "BASELINES": ["pca_concat"],
+        "BEFORE_PRESET": None,
+        "UMAP_METHODS": ["mmae", "pca_concat"],
     },
 }
 
@@ -131,6 +154,7 @@ ADAPTS: dict[str, list[tuple[str, str]]] = {
     ],
     "memory_cell_ranger_seed_preset": [
         ("05_evaluation", "n_components=100 asked"),
+        ("03_autoencoder", "but the data have no batches (batch_key=None)"),
         ("05_evaluation", "batch_ASW needs batches (batch_key is None)"),
     ],
     "few_features_wide_latent": [
@@ -139,6 +163,7 @@ ADAPTS: dict[str, list[tuple[str, str]]] = {
         ("05_evaluation", "and graph_connectivity need cell-type labels (label_key is None)"),
         ("05_evaluation", "Leiden clusters"),
     ],
+    "jae_with_a_batch_adversary": [("03_autoencoder", "through gradient reversal (weight 0.5)")],
 }
 
 #: What each of LABEL_KEY / BATCH_KEY being None takes away (evaluation.Metric.needs).

@@ -12,7 +12,7 @@ from mmae_utils import pp
 from mmae_utils.config import DEFAULT_PRESET, PRESETS, ModelConfig
 from mmae_utils.layers import InputTransform
 from mmae_utils.model import build_model
-from mmae_utils.training import embed, load_model, reconstruct, save_model, train
+from mmae_utils.training import build_for, embed, load_model, reconstruct, save_model, train
 
 K = 8
 JAE_SMALL = {"preset": "jae", "latent_dim": 6, "hidden": (32,), "n_components": K}
@@ -170,3 +170,25 @@ def test_original_preset_is_the_seed_notebooks_model(data):
         ModelConfig(output_activation="relu", gex_likelihood="nb")
     with pytest.raises(ValueError, match="output_activation must be one of"):
         ModelConfig(output_activation="sigmoid")
+
+
+def test_build_for_reads_the_batches_or_builds_without_them(small_mdata):
+    """The default preset conditions on the batch: built from obs[batch_key]; data without
+    batches get the same model without conditioning, and a warning, not an error."""
+    from mmae_utils.data import split_modalities
+
+    gex, atac = split_modalities(small_mdata)
+    config = PRESETS["jae_batch"].replace(latent_dim=6, hidden=(16,), n_components=K)
+    model = build_for(gex, atac, config=config)
+    assert model.batch_categories == tuple(sorted(gex.obs["batch"].astype(str).unique()))
+    assert model.gex_features == tuple(gex.var_names) and model.config.batch_conditioning
+    for key in (None, "sample"):
+        with pytest.warns(UserWarning, match=f"no batches \\(batch_key={key!r}\\)"):
+            plain = build_for(gex, atac, config=config, batch_key=key)
+        assert plain.batch_categories is None and not plain.config.needs_batch
+        assert plain.config == model.config.replace(batch_conditioning=False)
+    adversarial = config.replace(batch_conditioning=False, adversarial_batch=0.5)
+    with pytest.warns(UserWarning, match="no batches"):
+        assert (
+            build_for(gex, atac, config=adversarial, batch_key=None).config.adversarial_batch == 0
+        )

@@ -143,8 +143,15 @@ def test_report_scores_the_default_seeds_and_the_before_model(tiny_report):
     pd.testing.assert_frame_equal(
         runs.xs(0, level="seed").loc[single.index], single, check_names=False
     )
-    # other seeds really are other runs
+    # other seeds really are other runs; the seed-free SVD baselines are scored once
     assert not runs.xs(1, level="seed").loc["mmae"].equals(runs.xs(0, level="seed").loc["mmae"])
+    assert not runs.xs(1, level="seed").loc["random"].equals(runs.xs(0, level="seed").loc["random"])
+    for seed in range(1, n_seeds):
+        for fixed in ("pca_concat", "gex_pca"):
+            pd.testing.assert_series_equal(
+                runs.xs(seed, level="seed").loc[fixed], single.loc[fixed], check_names=False
+            )
+    assert list(runs.xs(1, level="seed").index) == list(single.index)  # same row order
     summary = (tiny_report / "summary.md").read_text()
     assert f"{n_seeds} seeds" in summary and "95% CI" in summary and "| overall |" in summary
     assert (tiny_report / "figures" / "05_seeds.png").exists()
