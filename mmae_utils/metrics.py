@@ -80,14 +80,18 @@ _COARSE_STEP = 4  # coarse-to-fine search: every 4th grid point, then +-3 around
 
 
 def import_scib():
-    """Import ``scib`` without its side effect on matplotlib.
+    """Import ``scib`` without its side effects on matplotlib and on the warning filters.
 
     Importing ``scib`` sets seaborn's "talk" plotting context globally (font size 18 and
-    thicker lines for every later figure); the rcParams are restored around the import.
+    thicker lines for every later figure) and calls ``warnings.simplefilter("default")``,
+    which overrides every earlier filter (Keras' DeprecationWarnings reappeared in
+    notebook 05); the rcParams and the filters are restored around the import.
     """
+    import warnings
+
     import matplotlib as mpl
 
-    with mpl.rc_context():
+    with mpl.rc_context(), warnings.catch_warnings():
         import scib
         import scib.metrics.pcr
         import scib.preprocessing

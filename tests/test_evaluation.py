@@ -562,3 +562,21 @@ def test_evaluate_above_10k_cells():
     dist = adata.obsp[f"{ev.neighbors_key('X_emb')}_distances"]
     assert dist.shape == (n, n)
     assert (np.diff(sp.csr_matrix(dist).indptr) >= 14).all()  # k - 1 neighbours (or more)
+
+
+def test_importing_scib_keeps_the_warning_filters_and_rcparams():
+    """scib's import calls warnings.simplefilter("default") and sets seaborn's context."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, matplotlib as mpl\n"
+        "warnings.filterwarnings('ignore', category=DeprecationWarning, module='keras')\n"
+        "from mmae_utils.metrics import import_scib\n"
+        "before, size = list(warnings.filters), mpl.rcParams['font.size']\n"
+        "import_scib()\n"
+        "assert warnings.filters == before, warnings.filters[:3]\n"
+        "assert mpl.rcParams['font.size'] == size\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
