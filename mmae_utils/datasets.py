@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -368,7 +369,8 @@ def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.
 
     Returns
     -------
-    The AnnData (validated again, as :func:`~mmae_utils.data.load_multiome` does).
+    The AnnData (validated again, as :func:`~mmae_utils.data.load_multiome` does; its
+    warning about features with no count, shown by notebook 01, is not repeated).
     """
     record_path = Path(run_dir) / "input.json"
     if not record_path.exists():
@@ -376,7 +378,9 @@ def load_input(run_dir: str | os.PathLike, *, backed: bool | None = None) -> ad.
             f"{record_path} does not exist: run notebook 01_load_data with RUN_DIR={str(run_dir)!r} first."
         )
     record = json.loads(record_path.read_text())
-    return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*are zero in every cell", category=UserWarning)
+        return load_multiome(record["path"], backed=record["backed"] if backed is None else backed)
 
 
 def save_embeddings(
