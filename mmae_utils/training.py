@@ -23,6 +23,8 @@ Besides the inputs, the model's options may need (only then read, and AnnData on
 - ``batch_conditioning`` / ``adversarial_batch``: each cell's batch, ``obs[batch_key]``
   (default ``obs["batch"]``), as int32 codes into ``model.batch_categories``.
 
+Turning what users pass into checked arrays is :mod:`mmae_utils.inputs`
+(:func:`~mmae_utils.inputs.prepare_inputs`, :func:`~mmae_utils.inputs.batch_codes`).
 The tf.data batches themselves and the batched inference are in
 :mod:`mmae_utils.pipeline` (arrays only; :func:`make_dataset`, :func:`validation_split`
 and :func:`epoch_timer` are re-exported here).
@@ -42,11 +44,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from ._cpu import fused_adam, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
 from .config import ModelConfig
+from .inputs import batch_codes, gex_counts, prepare_inputs
 from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
 from .model import MultiModalAutoencoder, build_model
 from .persistence import check_features, load_model, save_model
@@ -59,7 +61,6 @@ from .pipeline import (
     run_batches,
     validation_split,
 )
-from .pp import is_integer_valued
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -97,149 +98,6 @@ HISTORY_COLUMNS = (
     "val_recon_loss",
     "seconds",
 )
-
-_SOURCES = ("both", "gex", "atac")
-
-
-# ---------------------------------------------------------------------------- inputs
-def _is_anndata(x) -> bool:
-    try:
-        import anndata
-    except ImportError:  # pragma: no cover - anndata is a hard dependency
-        return False
-    return isinstance(x, anndata.AnnData)
-
-
-def _as_matrix(x, modality: str, *, layer: str | None):
-    """Model input for one modality: (CSR float32 or C-contiguous float32 array, names)."""
-    names = None
-    if _is_anndata(x):
-        from .pp import binarized, log_normalized
-
-        names = tuple(str(n) for n in x.var_names)
-        x = log_normalized(x, layer=layer) if modality == "gex" else binarized(x, layer=layer)
-    if sp.issparse(x):
-        if x.ndim != 2:
-            raise ValueError(f"{modality} must be 2-D (cells x features), got shape {x.shape}.")
-        x = x if x.format == "csr" else x.tocsr()
-        if not isinstance(x, sp.csr_matrix):
-            x = sp.csr_matrix(x)  # csr_array -> csr_matrix, sharing the buffers
-        if x.dtype != np.float32:
-            x = x.astype(np.float32)
-        values = x.data
-    elif isinstance(x, np.ndarray) or hasattr(x, "__array__"):
-        x = np.asarray(x)
-        if x.dtype == object or not (
-            np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)
-        ):
-            raise TypeError(f"{modality} must hold numbers, got dtype {x.dtype}.")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 2:
-            raise ValueError(f"{modality} must be 2-D (cells x features), got shape {x.shape}.")
-        values = x
-    else:
-        raise TypeError(
-            f"{modality} must be a scipy.sparse matrix, a NumPy array or an AnnData, "
-            f"got {type(x).__name__}."
-        )
-    if not np.isfinite(values).all():
-        bad = int(values.size - np.isfinite(values).sum())
-        raise ValueError(
-            f"{modality} contains {bad} NaN or infinite value(s); the model needs finite "
-            "inputs (log-normalised GEX, binarised ATAC)."
-        )
-    return x, names
-
-
-def _prepare(model, gex, atac, *, layer, from_="both", record_features=False):
-    """Validate and convert both modalities; returns (gex, atac, n_obs)."""
-    if not isinstance(model, MultiModalAutoencoder):
-        raise TypeError(
-            "model must be a MultiModalAutoencoder (see mmae_utils.model.build_model), "
-            f"got {type(model).__name__}."
-        )
-    if from_ not in _SOURCES:
-        raise ValueError(f"from_ must be one of {_SOURCES}, got {from_!r}.")
-    mats, names = {}, {}
-    for modality, x in (("gex", gex), ("atac", atac)):
-        if x is None:
-            if from_ in ("both", modality):
-                raise ValueError(
-                    f"{modality} is None but from_={from_!r} needs it; pass "
-                    f'from_="{"atac" if modality == "gex" else "gex"}" to use the other '
-                    "modality alone."
-                )
-            mats[modality], names[modality] = None, None
-            continue
-        mats[modality], names[modality] = _as_matrix(x, modality, layer=layer)
-        expected = model.gex_dim if modality == "gex" else model.atac_dim
-        if mats[modality].shape[1] != expected:
-            raise ValueError(
-                f"The model expects {expected} {modality.upper()} features but the data has "
-                f"{mats[modality].shape[1]}."
-            )
-    check_features(model, gex_features=names["gex"], atac_features=names["atac"])
-    if record_features:
-        if names["gex"] is not None and model.gex_features is None:
-            model.gex_features = names["gex"]
-        if names["atac"] is not None and model.atac_features is None:
-            model.atac_features = names["atac"]
-    rows = {m: mats[m].shape[0] for m in mats if mats[m] is not None}
-    if len(set(rows.values())) > 1:
-        raise ValueError(
-            f"gex and atac must describe the same cells in the same order; got "
-            f"{rows['gex']} GEX rows and {rows['atac']} ATAC rows."
-        )
-    n_obs = next(iter(rows.values()))
-    if n_obs == 0:
-        raise ValueError("No cells to use (0 rows).")
-    return mats["gex"], mats["atac"], n_obs
-
-
-def _batch_labels(gex, atac, batch_key: str) -> np.ndarray:
-    """``obs[batch_key]`` of the first of ``gex``, ``atac`` that is an AnnData."""
-    if batch_key is None:
-        raise ValueError(
-            "This model reads each cell's batch (batch_conditioning / adversarial_batch), but "
-            "batch_key is None: pass batch_key= the obs column of the batches, or use a "
-            'preset that reads none (e.g. "jae" or "seed").'
-        )
-    for x in (gex, atac):
-        if _is_anndata(x):
-            if batch_key not in x.obs:
-                raise ValueError(
-                    f"This model reads each cell's batch, but obs has no column "
-                    f"{batch_key!r}: pass batch_key= the column that holds it (obs columns: "
-                    f"{list(x.obs.columns)[:12]})."
-                )
-            return x.obs[batch_key].to_numpy()
-    raise ValueError(
-        "This model reads each cell's batch (batch_conditioning / adversarial_batch): pass "
-        "gex (or atac) as an AnnData with the batches in obs[batch_key]."
-    )
-
-
-def _batch_codes(model, gex, atac, n_obs: int, *, batch_key: str, batch=None, hint: str):
-    """Each cell's code into ``model.batch_categories`` (int32), from ``batch`` (one label
-    for all cells, or one per cell) or else from ``obs[batch_key]``."""
-    if batch is None:
-        labels = _batch_labels(gex, atac, batch_key)
-    elif np.ndim(batch) == 0:
-        labels = np.full(n_obs, batch, dtype=object)
-    else:
-        labels = np.asarray(batch, dtype=object)
-        if labels.shape != (n_obs,):
-            raise ValueError(f"batch has {labels.size} labels for {n_obs} cells.")
-    labels = labels.astype(str)
-    codes = pd.Index(model.batch_categories).get_indexer(labels)
-    if (codes < 0).any():
-        unknown = sorted(set(labels[codes < 0]))
-        raise ValueError(
-            f"{int((codes < 0).sum())} cells are of batches the model does not know "
-            f"({unknown[:5]}); it knows {list(model.batch_categories)}, fixed when it was "
-            f"built (build_model(batch_categories=...)). {hint}"
-        )
-    return codes.astype(np.int32)
 
 
 def build_for(
@@ -291,30 +149,6 @@ def build_for(
         batch_categories=categories,
         n_cells=gex.n_obs,
     )
-
-
-def _gex_counts(gex, layer: str | None):
-    """The raw GEX counts that ``gex_likelihood="nb"`` models (CSR or dense float32)."""
-    where = "X" if layer is None else f"layers[{layer!r}]"
-    if not _is_anndata(gex):
-        raise ValueError(
-            'gex_likelihood="nb" models the raw counts of the genes: pass gex as an AnnData '
-            'with them in layers["counts"] (or in the layer named by layer=).'
-        )
-    if layer is not None and layer not in gex.layers:
-        raise ValueError(
-            f'gex_likelihood="nb" models the raw counts of the genes, but gex.{where} is '
-            'missing: store them there (gex.layers["counts"] = the raw counts) or pass '
-            "layer= the layer that holds them (None: X)."
-        )
-    counts, _ = _as_matrix(gex.X if layer is None else gex.layers[layer], "gex", layer=None)
-    values = counts.data if sp.issparse(counts) else counts
-    if (values < 0).any() or not is_integer_valued(counts):
-        raise ValueError(
-            f'gex_likelihood="nb" models raw counts, but gex.{where} holds negative or '
-            'non-integer values: put the raw counts in layers["counts"].'
-        )
-    return counts
 
 
 # ---------------------------------------------------------------------------- train
@@ -438,9 +272,7 @@ def train(
         learning_rate=learning_rate,
         lr_schedule=lr_schedule,
     )
-    data = _prepare_inputs(
-        model, gex, atac, layer=layer, batch_key=batch_key, tune_memory=tune_memory
-    )
+    data = _train_data(model, gex, atac, layer=layer, batch_key=batch_key, tune_memory=tune_memory)
     plan = _split(
         data.n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
     )
@@ -480,7 +312,7 @@ def train(
 # ---------------------------------------------------------------------------- train's steps
 @dataclass
 class _TrainData:
-    """The arrays :func:`train` feeds, as :func:`_prepare_inputs` makes them."""
+    """The arrays :func:`train` feeds, as :func:`_train_data` makes them."""
 
     gex: object  # model inputs: CSR float32 or dense
     atac: object
@@ -551,16 +383,16 @@ def _check_options(
     return batch_size, learning_rate
 
 
-def _prepare_inputs(model, gex, atac, *, layer, batch_key, tune_memory) -> _TrainData:
+def _train_data(model, gex, atac, *, layer, batch_key, tune_memory) -> _TrainData:
     """Model inputs from the data (recording AnnData feature names), the batch codes and
     counts the model needs, the allocator tuned, the input transforms fitted on all cells
     if not yet."""
-    data = _TrainData(*_prepare(model, gex, atac, layer=layer, record_features=True))
+    data = _TrainData(*prepare_inputs(model, gex, atac, layer=layer, record_features=True))
     if model.needs_batch:
         hint = "Build the model with every batch it is trained on."
-        data.batch = _batch_codes(model, gex, atac, data.n_obs, batch_key=batch_key, hint=hint)
+        data.batch = batch_codes(model, gex, atac, data.n_obs, batch_key=batch_key, hint=hint)
     if model.gex_likelihood == "nb":  # library sizes once, as sparse row sums
-        data.counts = _gex_counts(gex, layer)
+        data.counts = gex_counts(gex, layer)
         data.library = np.asarray(data.counts.sum(axis=1), dtype=np.float32).ravel()
     if tune_memory:
         tune_malloc()
@@ -751,7 +583,7 @@ def embed(
     seen in training or not, are embedded (no ``batch_key`` needed).
     """
     batch_size = check_batch_size(batch_size)
-    gex, atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
+    gex, atac, n_obs = prepare_inputs(model, gex, atac, layer=layer, from_=from_)
     if adata is not None and adata.n_obs != n_obs:
         raise ValueError(f"adata has {adata.n_obs} cells but the inputs have {n_obs}.")
     z = run_batches(model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim)
@@ -815,11 +647,11 @@ def reconstruct(
     if modality not in ("gex", "atac"):
         raise ValueError(f'modality must be "gex" or "atac", got {modality!r}.')
     batch_size = check_batch_size(batch_size)
-    x_gex, x_atac, n_obs = _prepare(model, gex, atac, layer=layer, from_=from_)
+    x_gex, x_atac, n_obs = prepare_inputs(model, gex, atac, layer=layer, from_=from_)
     codes = None
     if model.batch_conditioning:
         hint = "Embedding needs no batch; to decode, pass batch= one of the known batches."
-        codes = _batch_codes(model, gex, atac, n_obs, batch_key=batch_key, batch=batch, hint=hint)
+        codes = batch_codes(model, gex, atac, n_obs, batch_key=batch_key, batch=batch, hint=hint)
     dim = model.output_dim(modality)
     out = run_batches(model, modality, x_gex, x_atac, n_obs, from_, batch_size, dim, codes)
     likelihood = model.likelihoods[modality]
