@@ -185,6 +185,19 @@ def column_sums(x: sp.csr_matrix, *, squares: bool = False) -> np.ndarray:
     return out
 
 
+def content_hash(x) -> str:
+    """Short hash of a matrix's content (CSR or dense), to reuse what was computed from it."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((type(x).__name__, x.shape, x.dtype.str)).encode())
+    parts = (x.indptr, x.indices, x.data) if sp.issparse(x) else (x,)
+    for part in parts:
+        part = np.ascontiguousarray(part)
+        h.update(part.view(np.uint8).reshape(-1) if part.size else b"")
+    return h.hexdigest()
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far, in bytes (Linux ``ru_maxrss``)."""
     import resource

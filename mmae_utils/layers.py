@@ -19,6 +19,8 @@ import :mod:`mmae_utils.model`.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import keras
 import numpy as np
 from keras import ops
@@ -40,6 +42,13 @@ __all__ = [
 
 #: Units of the hidden layer of the batch classifier (``adversarial_batch``).
 BATCH_CLASSIFIER_UNITS = 32
+
+#: Statistics of :meth:`InputTransform.fit` by (options, content hash of the data), newest
+#: last. The fit is exact and deterministic, so the models that a report trains on the
+#: same cells (one per seed, and the companions) reuse it instead of refitting: an exact
+#: SVD of 5,000 peaks at 69,249 cells takes tens of seconds.
+_FITTED: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+_FITTED_MAX = 8
 
 
 def derived_seeds(seed: int | None, n: int, stream: int = 0) -> list[int | None]:
@@ -302,12 +311,13 @@ class InputTransform(keras.layers.Layer):
 
         ``x`` is the model input of the modality (log-normalised GEX or binarised ATAC);
         it is not modified. Deterministic: the SVD is exact (see
-        :func:`mmae_utils.pp.svd`), no seed needed. Returns ``self``.
+        :func:`mmae_utils.pp.svd`), no seed needed; so statistics already computed in this
+        process from the same content with the same options are reused, not recomputed
+        (a report's seeds train on the same cells). Returns ``self``.
         """
         import scipy.sparse as sp
 
-        from . import pp
-        from ._utils import column_sums, to_csr
+        from ._utils import content_hash, to_csr
 
         if self.identity:
             return self
@@ -323,6 +333,27 @@ class InputTransform(keras.layers.Layer):
                 f"{self.modality}_input='svd' with n_components={self.n_components} needs more "
                 f"than {self.n_components + 1} cells, got {n}; lower n_components."
             )
+        key = (self.modality, self.mode, self.n_features, self.n_components, self.clip)
+        key += (content_hash(x),)
+        values = _FITTED.get(key)
+        if values is None:
+            values = _FITTED[key] = self._statistics(x)
+            while len(_FITTED) > _FITTED_MAX:
+                _FITTED.popitem(last=False)
+        _FITTED.move_to_end(key)
+        for name, value in values.items():
+            self._stats[name].assign(
+                np.asarray(value, dtype=np.float32).reshape(self._stats[name].shape)
+            )
+        self.fitted_flag.assign(1.0)
+        return self
+
+    def _statistics(self, x) -> dict[str, np.ndarray]:
+        """The mode's statistics of ``x`` (CSR float32, validated), computed."""
+        from . import pp
+        from ._utils import column_sums
+
+        n = x.shape[0]
         values: dict[str, np.ndarray] = {}
         if self.mode == "standardize":
             mean = column_sums(x) / n
@@ -335,12 +366,7 @@ class InputTransform(keras.layers.Layer):
             values["idf"] = pp.idf(x)
         if self.mode == "svd":
             values.update(self._fit_svd(x))
-        for name, value in values.items():
-            self._stats[name].assign(
-                np.asarray(value, dtype=np.float32).reshape(self._stats[name].shape)
-            )
-        self.fitted_flag.assign(1.0)
-        return self
+        return values
 
     def _fit_svd(self, x) -> dict[str, np.ndarray]:
         from . import pp

@@ -160,6 +160,32 @@ def test_deterministic_for_a_seed(scored):
     pd.testing.assert_frame_equal(again, df.loc[list(embs)], check_exact=True)
 
 
+def test_cell_cycle_part_is_computed_once_per_data(scored, monkeypatch):
+    """A report scores each seed in its own evaluate call: the embedding-free part of the
+    cell-cycle metric (scores, "before" regressions) is computed once for the same data,
+    and anew when the data change."""
+    adata, keys, df = scored
+    scib_pp = import_scib().preprocessing
+    calls = []
+    real = scib_pp.score_cell_cycle
+    monkeypatch.setattr(
+        scib_pp, "score_cell_cycle", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    emb = {"random": keys["random"]}
+    kwargs = {"metrics": ["cell_cycle_conservation"], "progress": False}
+    ev.evaluate(adata, emb, seed=0, **kwargs)
+    calls.clear()
+    again = ev.evaluate(adata, emb, seed=3, **kwargs)
+    assert calls == []
+    assert again.loc["random", "cell_cycle_conservation"] == pytest.approx(
+        df.loc["random", "cell_cycle_conservation"], abs=1e-12
+    )
+    moved = adata.copy()
+    moved.obs["batch"] = moved.obs["batch"].to_numpy()[::-1]  # other cells in each batch
+    ev.evaluate(moved, emb, seed=0, **kwargs)
+    assert len(calls) == moved.obs["batch"].nunique()
+
+
 def test_stores_the_knn_graph(scored):
     adata, keys, _ = scored
     key = keys["gex_pca"]

@@ -91,6 +91,28 @@ def test_losses_follow_the_atac_input(data):
     assert y_pred["gex"].shape == (10, K) and y_pred["atac"].shape == (10, N_PEAKS)
 
 
+def test_fits_of_the_same_content_are_reused(data, monkeypatch):
+    """A report trains one model per seed on the same cells: the exact SVD is done once."""
+    gex, atac, _ = data
+    calls = []
+    for name in ("pca", "lsi"):
+        real = getattr(pp, name)
+        monkeypatch.setattr(pp, name, lambda *a, _f=real, **k: calls.append(1) or _f(*a, **k))
+    t = [InputTransform("gex", "svd", N_GENES, K + 1).fit(gex) for _ in range(2)]
+    t.append(InputTransform("gex", "svd", N_GENES, K + 1).fit(gex.copy().toarray()))
+    assert len(calls) == 1  # same content, dense or sparse: computed once
+    ref = _np(t[0](gex.toarray()))
+    for other in t[1:]:
+        np.testing.assert_array_equal(_np(other(gex.toarray())), ref)
+    changed = gex.copy()
+    changed.data[:10] += 1.0
+    moved = InputTransform("gex", "svd", N_GENES, K + 1).fit(changed)
+    assert len(calls) == 2 and not np.allclose(_np(moved(gex.toarray())), ref)
+    InputTransform("gex", "svd", N_GENES, K + 2).fit(gex)  # other options: computed anew
+    InputTransform("atac", "svd", N_PEAKS, K + 1).fit(atac)
+    assert len(calls) == 4
+
+
 def test_train_fits_transforms_once_and_blocks_are_balanced(tmp_path, data):
     gex, atac, labels = data
     model = build_model(N_GENES, N_PEAKS, seed=0, **JAE_SMALL)
