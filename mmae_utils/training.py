@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._cpu import fused_adam, tune_malloc
+from ._cpu import fused_adam, on_cpu, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
 from .config import ModelConfig
 from .inputs import batch_codes, gex_counts, prepare_inputs
@@ -228,8 +228,9 @@ def train(
         batches, which only a model that reads none can train on).
     jit_compile
         Compile the training step with XLA, which fuses the optimizer update and the
-        element-wise loss ops. Without XLA (the default) the update runs as TensorFlow's
-        fused Adam kernel (:func:`fused_adam`) and the matmuls use oneDNN. On the 2-core
+        element-wise loss ops. Without XLA (the default) the update runs, on CPU, as
+        TensorFlow's fused Adam kernel (:func:`fused_adam`; Keras' Adam where a GPU
+        trains) and the matmuls use oneDNN. On the 2-core
         benchmark machine both take about the same time per epoch; XLA holds ~0.15 GB more
         memory and compiles for a few seconds at the start of every call (see
         ``benchmarks/README.md``, section Training).
@@ -239,8 +240,8 @@ def train(
     deterministic
         Enable TensorFlow op determinism (see :func:`mmae_utils._utils.set_seed`).
     tune_memory
-        Apply :func:`tune_malloc` (glibc only; process-wide): about 1.4x less CPU time per
-        epoch on CPU.
+        Apply :func:`tune_malloc` (glibc only; process-wide) when training on CPU: about
+        1.4x less CPU time per epoch there.
     verbose
         Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, "auto";
         or ``"summary"``: a short line every tenth of ``epochs`` and when training stops
@@ -394,7 +395,7 @@ def _train_data(model, gex, atac, *, layer, batch_key, tune_memory) -> _TrainDat
     if model.gex_likelihood == "nb":  # library sizes once, as sparse row sums
         data.counts = gex_counts(gex, layer)
         data.library = np.asarray(data.counts.sum(axis=1), dtype=np.float32).ravel()
-    if tune_memory:
+    if tune_memory and on_cpu():
         tune_malloc()
     if not model.transforms_fitted:
         logger.info(
@@ -460,12 +461,12 @@ def _compile(model, *, learning_rate: float, jit_compile, steps_per_execution) -
     """Recompile the model with a fresh optimizer."""
     import keras
 
-    # Under XLA the optimizer update is fused by the compiler; without it, TensorFlow's
-    # fused Adam kernel replaces Keras' ten element-wise ops per variable.
+    # Under XLA the optimizer update is fused by the compiler; without it, on CPU,
+    # TensorFlow's fused Adam kernel replaces Keras' ten element-wise ops per variable.
     optimizer = (
-        keras.optimizers.Adam(learning_rate=learning_rate)
-        if jit_compile
-        else fused_adam(learning_rate=learning_rate)
+        fused_adam(learning_rate=learning_rate)
+        if on_cpu() and not jit_compile
+        else keras.optimizers.Adam(learning_rate=learning_rate)
     )
     model.compile(
         optimizer=optimizer,

@@ -162,6 +162,25 @@ def test_same_seed_same_model_and_embedding_default_path(data):
     np.testing.assert_array_equal(z[0], z[1])
 
 
+def test_cpu_speed_ups_stay_off_where_a_gpu_trains(data, monkeypatch):
+    """Nothing on the default path is CPU-only: with a GPU visible, train compiles Keras'
+    own Adam and leaves glibc's allocator settings alone."""
+    import tensorflow as tf
+
+    from mmae_utils import _cpu
+
+    gex, atac, _ = data
+    seen = tf.config.list_logical_devices("CPU")[:1]
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: seen)  # "a GPU"
+    tuned = []
+    monkeypatch.setattr(_cpu.ctypes, "CDLL", lambda *a, **k: tuned.append(a))
+    monkeypatch.setattr(_cpu, "_MALLOC_TUNED", False)
+    assert not _cpu.on_cpu()
+    model = build_model(N_GENES, N_PEAKS, seed=0, **SMALL)
+    train(model, gex, atac, epochs=1, batch_size=64, seed=0, verbose=0)
+    assert type(model.optimizer).__name__ == "Adam" and tuned == []
+
+
 def test_same_seed_same_model_and_embedding_with_xla(data):
     gex, atac, _ = data
     results = []
