@@ -17,7 +17,8 @@ t-intervals (``comparison.difference_table``), the verdicts and the goal sentenc
 (``comparison.verdict``, ``comparison.goal``), word for word as notebook 05 prints them.
 ``--demo`` adds a finished demo report (``make report``) as the first draw. Each report's
 ``metrics_seeds.csv`` is copied beside the table (``evaluation_draws/<draw>.csv``), so the
-table can be rewritten (``--table-only``) without the reports.
+table can be rewritten (``--table-only``) without the reports; it lists every draw scored
+so far, ``--draws`` only says which to run now.
 """
 
 from __future__ import annotations
@@ -110,24 +111,6 @@ def draw_section(name: str, per_seed: pd.DataFrame) -> list[str]:
     return lines
 
 
-def overview(tables: dict[str, pd.DataFrame]) -> list[str]:
-    """One row per draw: mmae - best other, overall, with its interval and call."""
-    lines = [
-        "| draw | best other | mmae overall | best other overall | Δ overall [95% CI] | call |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, per_seed in tables.items():
-        other = comparison.best_other(per_seed)
-        d = comparison.seed_intervals(per_seed, "mmae", other, 0.95).loc["overall"]
-        means = per_seed.groupby(level="method")["overall"].mean()
-        call = comparison.interval_call(d["ci_low"], d["ci_high"])
-        lines.append(
-            f"| {name} | `{other}` | {means['mmae']:.3f} | {means[other]:.3f} | "
-            f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {call} |"
-        )
-    return lines
-
-
 def write_table(names: list[str], out: Path) -> None:
     tables = {n: pd.read_csv(RAW / f"{n}.csv", index_col=[0, 1]) for n in names}
     lines = [
@@ -140,7 +123,7 @@ def write_table(names: list[str], out: Path) -> None:
         f"`mmae` minus the best other method at least +{comparison.GOAL_MARGIN:.2f} overall, "
         "its 95% interval above 0, no metric significantly worse.",
         "",
-        *overview(tables),
+        *comparison.draws_overview(tables),
         "",
     ]
     for name, per_seed in tables.items():
@@ -148,7 +131,7 @@ def write_table(names: list[str], out: Path) -> None:
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(out)
-    print("\n".join(overview(tables)))
+    print("\n".join(comparison.draws_overview(tables)))
 
 
 def main(argv=None) -> int:
@@ -160,17 +143,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "evaluation_draws.md")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the table")
     args = parser.parse_args(argv)
-    names = list(args.draws)
     if args.demo is not None:
         params = json.loads((args.demo / "params.json").read_text())
         if params.get("DATA") != "demo":
             raise SystemExit(f"{args.demo} is not a demo report (DATA={params.get('DATA')!r}).")
         keep("demo", args.demo)
-    if (RAW / "demo.csv").exists():
-        names.insert(0, "demo")
     if not args.table_only:
         for name in args.draws:
             keep(name, run_draw(name))
+    # every draw scored so far, not only those run now: a report is hours of CPU
+    names = [n for n in ("demo", *EVALUATION_DRAWS) if (RAW / f"{n}.csv").exists()]
     write_table(names, args.out)
     return 0
 

@@ -8,8 +8,10 @@ With a report folder (``make report`` on the defaults), the script copies its
 ``docs/results/`` and its
 figures into ``docs/``; then (and with ``--check``) it renders the README's results block,
 between the ``<!-- results:begin -->`` and ``<!-- results:end -->`` lines, from
-``docs/results/`` alone, and the parameter table, between ``<!-- parameters:begin -->``
-and ``<!-- parameters:end -->``, from the notebooks' ``parameters`` cells.
+``docs/results/`` alone, the parameter table, between ``<!-- parameters:begin -->``
+and ``<!-- parameters:end -->``, from the notebooks' ``parameters`` cells, and the
+evaluation-draw table, between ``<!-- evaluation-draws:begin -->`` and
+``<!-- evaluation-draws:end -->``, from ``benchmarks/evaluation_draws/*.csv``.
 ``tests/test_docs.py`` fails when the README and ``docs/results`` or the notebooks
 disagree.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmae_utils import report
-from mmae_utils.comparison import goal, references, verdict
+from mmae_utils.comparison import draws_overview, goal, references, verdict
 from mmae_utils.config import DEFAULT_PRESET
 from mmae_utils.evaluation import METRICS
 
@@ -34,6 +36,9 @@ RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 PARAMS_BEGIN, PARAMS_END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
+DRAWS_BEGIN, DRAWS_END = "<!-- evaluation-draws:begin -->", "<!-- evaluation-draws:end -->"
+#: Per-seed scores of the default on evaluation draws (benchmarks/evaluation_draws.py).
+DRAWS = ROOT / "benchmarks" / "evaluation_draws"
 FILES = ("metrics_seeds.csv", "params.json", "timings.json")
 #: Report figure -> its copy in docs/.
 FIGURES = {
@@ -116,6 +121,22 @@ def render(results: Path = RESULTS) -> str:
     )
 
 
+def draws_block(folder: Path = DRAWS) -> str:
+    """The README's table of the default on every evaluation draw scored so far, from the
+    per-seed scores ``benchmarks/evaluation_draws.py`` keeps (the demo first)."""
+    paths = sorted(folder.glob("*.csv"), key=lambda p: (p.stem != "demo", p.stem))
+    tables = {p.stem: pd.read_csv(p, index_col=[0, 1]) for p in paths}
+    if not tables:
+        return "No evaluation draw has been scored yet (`benchmarks/evaluation_draws.py`)."
+    seeds = {t.index.get_level_values("seed").nunique() for t in tables.values()}
+    head = (
+        "The frozen default against the best other method on every evaluation draw scored "
+        f"so far ({'/'.join(map(str, sorted(seeds)))} seeds each; details and every "
+        "verdict in `benchmarks/evaluation_draws.md`):"
+    )
+    return "\n\n".join([head, "\n".join(draws_overview(tables))])
+
+
 def parameters_table() -> str:
     """The README's parameter table, from the notebooks' ``parameters`` cells: each
     parameter once, its default and help from the first notebook that declares it."""
@@ -154,11 +175,13 @@ def main(argv=None) -> int:
         copy_report(args.report)
     text = README.read_text()
     new = rewrite(rewrite(text, render()), parameters_table(), PARAMS_BEGIN, PARAMS_END)
+    new = rewrite(new, draws_block(), DRAWS_BEGIN, DRAWS_END)
     if args.check:
         if new != text:
             print(
-                "README.md's results or parameter table differ from docs/results and the "
-                "notebooks: run docs/update_results.py."
+                "README.md's results, parameter table or evaluation-draw table differ from "
+                "docs/results, the notebooks and benchmarks/evaluation_draws: run "
+                "docs/update_results.py."
             )
             return 1
         return 0

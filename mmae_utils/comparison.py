@@ -4,7 +4,8 @@
   (``None`` for a single run);
 - :func:`interval_call`: better, worse or tie from an interval;
 - :func:`verdict`: the Markdown paragraph of notebook 05 and ``summary.md``;
-- :func:`difference_table`: every score's difference, interval and call as Markdown.
+- :func:`difference_table`: every score's difference, interval and call as Markdown;
+- :func:`draws_overview`: one row per draw of the method against the best other method.
 
 A method is better or worse on a score only when the interval of its seed-paired
 difference excludes 0. NMI and ARI come from an approximate clustering search; their
@@ -20,6 +21,7 @@ __all__ = [
     "references",
     "clustering_note",
     "difference_table",
+    "draws_overview",
     "goal",
     "interval_call",
     "interval_text",
@@ -315,6 +317,28 @@ def best_other(metrics, *, method: str = "mmae") -> str | None:
     return None if overall is None or overall.empty else str(overall.idxmax())
 
 
+def _goal_state(per_seed, method: str, margin: float):
+    """``(best other, its overall difference row, metrics significantly worse, met)``; the
+    row is ``None`` for a single run, the best other ``None`` when there is none."""
+    import numpy as np
+
+    from .evaluation import METRICS
+
+    other = best_other(per_seed, method=method)
+    if other is None:
+        return None, None, [], False
+    d = seed_intervals(per_seed if per_seed.index.nlevels == 2 else None, method, other, 0.95)
+    if d is None:
+        return other, None, [], False
+    row = d.loc["overall"]
+    worse = [
+        m
+        for m in METRICS
+        if m in d.index and np.isfinite(d.loc[m, "ci_high"]) and d.loc[m, "ci_high"] < 0
+    ]
+    return other, row, worse, bool(row["mean"] >= margin and row["ci_low"] > 0 and not worse)
+
+
 def goal(per_seed, *, method: str = "mmae", margin: float = GOAL_MARGIN) -> str:
     """A Markdown sentence: is the project's goal met on these scores?
 
@@ -322,23 +346,11 @@ def goal(per_seed, *, method: str = "mmae", margin: float = GOAL_MARGIN) -> str:
     overall, with the 95 % interval above 0 and no metric worse (no interval below 0).
     Needs several seeds (``(seed, method)`` index); one seed cannot meet it.
     """
-    import numpy as np
-
-    from .evaluation import METRICS
-
-    other = best_other(per_seed, method=method)
+    other, row, worse, met = _goal_state(per_seed, method, margin)
     if other is None:
         return "No other method was scored: the goal cannot be judged."
-    d = seed_intervals(per_seed if per_seed.index.nlevels == 2 else None, method, other, 0.95)
-    if d is None:
+    if row is None:
         return f"One seed gives no interval: the goal (vs `{other}`) cannot be judged."
-    row = d.loc["overall"]
-    worse = [
-        m
-        for m in METRICS
-        if m in d.index and np.isfinite(d.loc[m, "ci_high"]) and d.loc[m, "ci_high"] < 0
-    ]
-    met = row["mean"] >= margin and row["ci_low"] > 0 and not worse
     why = []
     if row["mean"] < margin:
         why.append(f"the mean difference is below +{margin:.2f}")
@@ -352,3 +364,24 @@ def goal(per_seed, *, method: str = "mmae", margin: float = GOAL_MARGIN) -> str:
         f"+{margin:.2f}, the interval above 0, no metric worse)"
         + ("." if met else f"; {', and '.join(why)}.")
     )
+
+
+def draws_overview(tables, *, method: str = "mmae") -> list[str]:
+    """Markdown table, one row per draw (``{draw: per-seed scores}``, several seeds each):
+    ``method`` minus the best other method of that draw, overall, with its 95 % interval,
+    the call, the metrics significantly worse and whether the goal (:func:`goal`) is met."""
+    lines = [
+        f"| draw | best other | {method} overall | best other overall | Δ overall [95% CI] "
+        "| call | worse on | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, per_seed in tables.items():
+        other, d, worse, met = _goal_state(per_seed, method, GOAL_MARGIN)
+        means = per_seed.groupby(level="method")["overall"].mean()
+        call = interval_call(d["ci_low"], d["ci_high"])
+        lines.append(
+            f"| {name} | `{other}` | {means[method]:.3f} | {means[other]:.3f} | "
+            f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {call} | "
+            f"{', '.join(worse) or 'none'} | {'met' if met else 'not met'} |"
+        )
+    return lines

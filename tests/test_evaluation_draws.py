@@ -51,8 +51,10 @@ def test_the_table_calls_each_draw_from_its_scores(draws, tmp_path, monkeypatch)
     rows = {
         line.split(" | ")[0].strip("| "): line for line in text.splitlines() if "`harmony`" in line
     }
-    assert rows["eval-a"].endswith("| better |") and "| +0.050 [" in rows["eval-a"]
-    assert rows["eval-b"].endswith("| worse |") and "| -0.040 [" in rows["eval-b"]
+    assert rows["eval-a"].endswith("| better | none | met |") and "| +0.050 [" in rows["eval-a"]
+    assert "| -0.040 [" in rows["eval-b"] and rows["eval-b"].endswith(" | not met |")
+    assert "| worse | NMI, ARI, cell_type_ASW" not in rows["eval-b"]  # ARI is not in overall
+    assert "| worse | NMI, cell_type_ASW, cell_cycle_conservation" in rows["eval-b"]
     assert text.count("goal") >= 2 and "## eval-a" in text and "## eval-b" in text
     assert "`mmae` - `harmony`, paired by seed" in text  # the difference tables
     assert "`mmae` - `pca_concat`, paired by seed" in text
