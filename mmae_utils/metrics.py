@@ -423,7 +423,9 @@ class CellCycle:
     ``obs["S_score"]`` / ``obs["G2M_score"]``), and the "before" PC regression of each batch.
     With ``batch_key=None`` all cells are one batch (``scib``'s definition for data of one
     batch). :meth:`score` then needs only the embedding. ``reason`` is non-empty (and :meth:`score`
-    must not be called) when the data cannot support the metric.
+    must not be called) when the data cannot support the metric. The per-batch part is
+    computed once per content (the log-normalised GEX, the batches, the stored scores) in a
+    process, and reused by later constructions on the same data.
     """
 
     def __init__(self, adata, obs, batch_key, *, gex, layer, organism, n_comps):

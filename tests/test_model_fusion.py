@@ -132,8 +132,12 @@ def test_embedding_needs_no_batch_and_decoding_an_unseen_one_is_refused(bmmc):
     unseen, no_column = gex[:50].copy(), gex[:50].copy()
     unseen.obs["batch"] = "a batch never seen"
     del no_column.obs["batch"]
-    np.testing.assert_array_equal(embed(model, unseen, atac[:50]), z[:50])
-    np.testing.assert_array_equal(embed(model, no_column, atac[:50]), z[:50])
+    # the same 50 cells with their own batches: equal to the last bit; the whole data
+    # embeds in larger batches, whose matmuls may round differently on some CPUs
+    seen = embed(model, gex[:50], atac[:50])
+    np.testing.assert_allclose(seen, z[:50], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(embed(model, unseen, atac[:50]), seen)
+    np.testing.assert_array_equal(embed(model, no_column, atac[:50]), seen)
     with pytest.raises(ValueError, match="does not know.*pass batch= one of the known"):
         reconstruct(model, unseen, atac[:50])
     with pytest.raises(ValueError, match="no column 'batch'"):
