@@ -198,6 +198,27 @@ def content_hash(x) -> str:
     return h.hexdigest()
 
 
+class ContentCache:
+    """Results by a key of what they were computed from, the ``size`` most recently used
+    kept: for exact, deterministic work that a report repeats on the same data."""
+
+    def __init__(self, size: int):
+        from collections import OrderedDict
+
+        self.size = size
+        self._items = OrderedDict()
+
+    def get(self, key, compute):
+        """The result stored under ``key``, or ``compute()``'s, stored."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = self._items[key] = compute()
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far, in bytes (Linux ``ru_maxrss``)."""
     import resource

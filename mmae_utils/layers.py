@@ -19,12 +19,11 @@ import :mod:`mmae_utils.model`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import keras
 import numpy as np
 from keras import ops
 
+from ._utils import ContentCache
 from .config import ATAC_INPUTS, GEX_INPUTS, MODALITIES, check_int, check_rate
 
 __all__ = [
@@ -43,12 +42,11 @@ __all__ = [
 #: Units of the hidden layer of the batch classifier (``adversarial_batch``).
 BATCH_CLASSIFIER_UNITS = 32
 
-#: Statistics of :meth:`InputTransform.fit` by (options, content hash of the data), newest
-#: last. The fit is exact and deterministic, so the models that a report trains on the
+#: Statistics of :meth:`InputTransform.fit` by (options, content hash of the data), the 8
+#: last used. The fit is exact and deterministic, so the models that a report trains on the
 #: same cells (one per seed, and the companions) reuse it instead of refitting: an exact
 #: SVD of 5,000 peaks at 69,249 cells takes tens of seconds.
-_FITTED: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
-_FITTED_MAX = 8
+_FITTED = ContentCache(8)
 
 
 def derived_seeds(seed: int | None, n: int, stream: int = 0) -> list[int | None]:
@@ -335,12 +333,7 @@ class InputTransform(keras.layers.Layer):
             )
         key = (self.modality, self.mode, self.n_features, self.n_components, self.clip)
         key += (content_hash(x),)
-        values = _FITTED.get(key)
-        if values is None:
-            values = _FITTED[key] = self._statistics(x)
-            while len(_FITTED) > _FITTED_MAX:
-                _FITTED.popitem(last=False)
-        _FITTED.move_to_end(key)
+        values = _FITTED.get(key, lambda: self._statistics(x))
         for name, value in values.items():
             self._stats[name].assign(
                 np.asarray(value, dtype=np.float32).reshape(self._stats[name].shape)

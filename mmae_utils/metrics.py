@@ -48,7 +48,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import pp
-from ._utils import content_hash, logger, quiet
+from ._utils import ContentCache, content_hash, logger, quiet
 
 __all__ = [
     "CLUSTERING_ERROR",
@@ -401,12 +401,11 @@ def _log_normalised(part: ad.AnnData, layer: str) -> sp.csr_matrix:
         return sp.csr_matrix(pp.log_normalized(part, layer=layer))
 
 
-#: What :class:`CellCycle` computed, by the content it was computed from, newest last: the
+#: What :class:`CellCycle` computed, by the content it was computed from (the 4 last used): the
 #: scores and the "before" regressions depend on the data alone, not on the embedding or the
 #: seed, so a report's seeds (one :func:`~mmae_utils.evaluation.evaluate` call each) reuse
 #: them.
-_CELL_CYCLE: dict[tuple, list] = {}
-_CELL_CYCLE_MAX = 4
+_CELL_CYCLE = ContentCache(4)
 
 
 def _content_key(x, *frames, **options) -> tuple:
@@ -466,18 +465,14 @@ class CellCycle:
             organism=organism,
             n_comps=n_comps,
         )
-        if key not in _CELL_CYCLE:
-            self._per_batch(pre, batches, recompute, organism)
-            _CELL_CYCLE[key] = self.batches
-            while len(_CELL_CYCLE) > _CELL_CYCLE_MAX:
-                del _CELL_CYCLE[next(iter(_CELL_CYCLE))]
-        self.batches = _CELL_CYCLE.pop(key)
-        _CELL_CYCLE[key] = self.batches  # newest last
+        self.batches = _CELL_CYCLE.get(
+            key, lambda: self._per_batch(pre, batches, recompute, organism)
+        )
 
-    def _per_batch(self, pre, batches, recompute: bool, organism: str) -> None:
+    def _per_batch(self, pre, batches, recompute: bool, organism: str) -> list:
         """Score each batch's cells for S and G2/M and regress the data on the scores."""
         score_cell_cycle = import_scib().preprocessing.score_cell_cycle
-        self.batches = []
+        per_batch = []
         for batch in batches.unique():
             rows = np.flatnonzero((batches == batch).to_numpy())
             sub = pre[rows].copy()
@@ -485,7 +480,8 @@ class CellCycle:
                 if recompute:
                     score_cell_cycle(sub, organism=organism)
                 before = self._pcr(sub.X, sub.obs[["S_score", "G2M_score"]])
-            self.batches.append((batch, rows, sub.obs[["S_score", "G2M_score"]].copy(), before))
+            per_batch.append((batch, rows, sub.obs[["S_score", "G2M_score"]].copy(), before))
+        return per_batch
 
     def _pcr(self, data, covariate) -> float:
         import_scib()  # the module name "scib.metrics.pcr" is shadowed by the function pcr
