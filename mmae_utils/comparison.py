@@ -377,7 +377,7 @@ def draws_overview(tables, *, method: str = "mmae") -> list[str]:
     ]
     for name, per_seed in tables.items():
         other, d, worse, met = _goal_state(per_seed, method, GOAL_MARGIN)
-        means = per_seed.groupby(level="method")["overall"].mean()
+        means = _method_means(per_seed)["overall"]
         call = interval_call(d["ci_low"], d["ci_high"])
         lines.append(
             f"| {name} | `{other}` | {means[method]:.3f} | {means[other]:.3f} | "
