@@ -10,7 +10,6 @@ are cached the same way (:func:`umap_coords`).
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Mapping
 
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._utils import quiet
+from ._utils import content_hash, quiet
 from .baselines import MAX_DIMS
 
 __all__ = [
@@ -53,10 +52,7 @@ def umap_key(obsm_key: str) -> str:
 
 def fingerprint(x: np.ndarray) -> str:
     """Short content hash of an embedding (to tell whether a stored graph is still valid)."""
-    x = np.ascontiguousarray(x)
-    h = hashlib.sha1(str((x.shape, x.dtype.str)).encode())
-    h.update(x.view(np.uint8).reshape(-1) if x.size else b"")
-    return h.hexdigest()[:16]
+    return content_hash(np.asarray(x))
 
 
 # --------------------------------------------------------------------------------------

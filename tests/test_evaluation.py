@@ -334,6 +334,20 @@ def test_cluster_writes_leiden_columns_from_the_stored_graph(scored):
     assert isinstance(copy.obs["leiden_random"].dtype, pd.CategoricalDtype)
 
 
+def test_stored_graph_is_reused_only_for_the_same_embedding(scored):
+    from mmae_utils import neighbors
+
+    adata, keys, _ = scored
+    key = keys["pca_concat"]
+    x = np.array(adata.obsm[key])
+    assert neighbors.graph_for(adata, key, x, 15, 0)[1]  # stored by evaluate
+    moved = x.copy()
+    moved[0, 0] += 1e-6  # one value of one cell: another embedding, the graph is rebuilt
+    assert not neighbors.graph_for(adata, key, moved, 15, 0)[1]
+    assert neighbors.fingerprint(x) == neighbors.fingerprint(x.copy())
+    assert neighbors.fingerprint(x) != neighbors.fingerprint(x.astype(np.float64))
+
+
 def test_cluster_stores_a_new_graph_for_the_umaps(scored):
     adata, keys, _ = scored
     fresh = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names))
