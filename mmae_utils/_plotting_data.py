@@ -347,12 +347,22 @@ def _draw_arrows(ax, joint: bool) -> None:
     _arrow(ax, 8.85, 1.7, 9.25, 1.7)
 
 
+def _draw_integration(ax, config) -> None:
+    """Below the code, for ``integration="harmony"``: the step after training that makes
+    the embedding, the code of all cells corrected for their batch by Harmony."""
+    if config.integration != "harmony":
+        return
+    _box(ax, 4.5, 0.15, 1.6, 0.95, "Harmony (batch)\nafter training\n= embedding", "#eee")
+    _arrow(ax, 5.3, 1.65, 5.3, 1.15, "purple")
+
+
 def architecture(model, *, save: str | os.PathLike | None = None):
     """Figure 4 of the survey drawn for ``model``: encoders, the joint code, the decoders.
 
     Arrows show which part of the code each decoder reads: with ``decoders="joint"`` both
     decoders read the whole joint code; with ``"own"`` each reads only its modality's part.
-    A shared code (``fusion="shared"``) is one block; the outputs name their losses.
+    A shared code (``fusion="shared"``) is one block; the outputs name their losses; with
+    ``integration="harmony"`` a box under the code says that Harmony corrects it.
 
     Returns
     -------
@@ -370,6 +380,7 @@ def architecture(model, *, save: str | os.PathLike | None = None):
     _draw_joint_code(ax, g_lat, a_lat, model.latent_dim)
     _draw_decoders(ax, hidden, model.config)
     _draw_arrows(ax, joint)
+    _draw_integration(ax, model.config)
     title = (
         "both decoders read the whole joint code (Figure 4)"
         if joint

@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
-from . import pp
+from . import integration, pp
 from ._utils import to_csr
 from .data import feature_types, is_backed, read_counts
 
@@ -136,17 +135,13 @@ def _pca_concat(inputs: _Inputs, n_gex: int, n_atac: int) -> np.ndarray:
 
 def _harmony(inputs: _Inputs, sizes: tuple[int, int], batch_key: str, seed: int) -> np.ndarray:
     """``pca_concat`` corrected for ``obs[batch_key]`` by Harmony (``harmonypy``, its defaults)."""
-    import harmonypy
-
     if batch_key not in inputs.adata.obs:
         raise KeyError(
             f"harmony needs the batch of each cell: adata.obs[{batch_key!r}] is missing "
             f"(columns: {list(inputs.adata.obs.columns)}). Pass batch_key=, or leave out harmony."
         )
-    x = _pca_concat(inputs, *sizes).astype(np.float64)
-    meta = pd.DataFrame({"batch": inputs.adata.obs[batch_key].astype(str).to_numpy()})
-    z = np.asarray(harmonypy.run_harmony(x, meta, "batch", random_state=seed, verbose=False).Z_corr)
-    return (z if z.shape == x.shape else z.T).astype(np.float32)
+    x = _pca_concat(inputs, *sizes)
+    return integration.harmony(x, inputs.adata.obs[batch_key].to_numpy(), seed=seed)
 
 
 def guanlab_split(n_comps: int) -> tuple[int, int]:

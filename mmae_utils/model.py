@@ -706,7 +706,7 @@ def build_model(
         Number of GEX and ATAC input features (e.g. 2,500 genes and 5,000 peaks).
     preset
         Named configuration to start from (:data:`~mmae_utils.config.PRESETS`). ``None``
-        uses :data:`~mmae_utils.config.DEFAULT_PRESET` (``"jae_batch"``, chosen on development
+        uses :data:`~mmae_utils.config.DEFAULT_PRESET` (``"jae_harmony"``, chosen on development
         draws, ``benchmarks/ablation.md``; its decoders read the batch, so it needs
         ``batch_categories``); ``"original"`` is the seed notebook's model (the before of
         the tutorial's before-and-after). :func:`mmae_utils.training.build_for` builds from

@@ -324,13 +324,15 @@ def train_like(selected, run_dir: str | os.PathLike, *, seed: int, preset: str |
     Returns
     -------
     The embedding, ``np.ndarray`` of float32, cells x latent dimension (of the model
-    :func:`train_model_like` trains).
+    :func:`train_model_like` trains; corrected for the batch of the run's ``batch_key``
+    when its configuration has ``integration="harmony"``).
     """
     from . import data, training
 
-    mmae, _ = train_model_like(selected, run_dir, seed=seed, preset=preset)
+    mmae, history = train_model_like(selected, run_dir, seed=seed, preset=preset)
     gex, atac = data.split_modalities(selected, copy=False)
-    return training.embed(mmae, gex, atac)
+    batch_key = history.attrs["options"].get("batch_key")
+    return training.embed(mmae, gex, atac, batch_key=batch_key, seed=seed)
 
 
 def replicate(

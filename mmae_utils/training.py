@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import integration
 from ._cpu import fused_adam, on_cpu, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
 from .config import ModelConfig
-from .inputs import batch_codes, gex_counts, prepare_inputs
+from .inputs import batch_codes, batch_labels, gex_counts, prepare_inputs
 from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
 from .model import MultiModalAutoencoder, build_model
 from .persistence import check_features, load_model, save_model
@@ -126,20 +127,23 @@ def build_for(
     The built, untrained :class:`~mmae_utils.model.MultiModalAutoencoder`.
     """
     categories = None
-    if config.needs_batch:
+    if config.needs_batch or config.integration != "none":
         has = batch_key is not None and batch_key in gex.obs and gex.obs[batch_key].notna().any()
         if has:
             categories = sorted(gex.obs[batch_key].dropna().astype(str).unique())
         else:
             warnings.warn(
-                "This model conditions on the batch (batch_conditioning / adversarial_batch), "
-                f"but the data have no batches (batch_key={batch_key!r}): building it without "
-                "either. Set BATCH_KEY (batch_key) to the obs column of the batches to use "
-                "them, or BATCH_CONDITIONING = False to silence this.",
+                "This model uses the batch (batch_conditioning / adversarial_batch / "
+                f"integration), but the data have no batches (batch_key={batch_key!r}): "
+                "building it without them. Set BATCH_KEY (batch_key) to the obs column of the "
+                'batches to use them, or PRESET = "jae" to silence this.',
                 UserWarning,
                 stacklevel=2,
             )
-            config = config.replace(batch_conditioning=False, adversarial_batch=0.0)
+            config = config.replace(
+                batch_conditioning=False, adversarial_batch=0.0, integration="none"
+            )
+    categories = categories if config.needs_batch else None
     return build_model(
         gex.n_vars,
         atac.n_vars,
@@ -177,7 +181,7 @@ def train(
     """Train the autoencoder on paired GEX + ATAC, streaming sparse batches.
 
     A model whose inputs are transformed (``gex_input`` / ``atac_input`` other than
-    ``"log"`` / ``"binary"``, e.g. the default ``"jae_batch"`` preset's SVD components) gets
+    ``"log"`` / ``"binary"``, e.g. the default ``"jae_harmony"`` preset's SVD components) gets
     its transforms fitted on all the cells of its first ``train`` call (unsupervised, as
     the PCA baselines are); with ``latent_scaling="block"`` the embedding's two scaling
     factors are set from these cells' codes after training. What is minimised is
@@ -551,6 +555,9 @@ def embed(
     batch_size: int = 1024,
     from_: str = "both",
     layer: str | None = "counts",
+    batch_key: str | None = "batch",
+    integrate: bool = True,
+    seed: int | None = None,
     adata=None,
     key_added: str = "X_mmae",
 ) -> np.ndarray:
@@ -570,6 +577,13 @@ def embed(
         set to zeros (what ``modality_dropout`` trains the model for).
     layer
         Layer of raw counts when AnnData are passed.
+    batch_key
+        ``obs`` column of the batches (of ``gex`` or ``atac``, whichever is an AnnData),
+        read only by a model with ``integration="harmony"``.
+    integrate
+        ``False``: the code itself, whatever the model's ``integration``.
+    seed
+        Harmony's random state (``None``: the model's seed).
     adata
         If given (an AnnData with the same cells in the same order), the embedding is
         written to ``adata.obsm[key_added]``.
@@ -579,18 +593,39 @@ def embed(
     Returns
     -------
     ``np.ndarray`` of float32, cells x ``model.latent_dim`` (GEX part first with
-    ``fusion="concat"``). With ``adata``, also sets ``adata.obsm[key_added]`` (default
-    ``adata.obsm["X_mmae"]``). The encoders never read the batch, so cells of any batch,
-    seen in training or not, are embedded (no ``batch_key`` needed).
+    ``fusion="concat"``): the code, or, for a model with ``integration="harmony"``, the
+    code corrected for ``obs[batch_key]`` by Harmony. With ``adata``, also sets
+    ``adata.obsm[key_added]`` (default ``adata.obsm["X_mmae"]``), and, when corrected,
+    the code itself in ``adata.obsm[f"{key_added}_code"]``. The encoders never read the
+    batch, so cells of any batch, seen in training or not, are embedded.
     """
     batch_size = check_batch_size(batch_size)
+    inputs = (gex, atac)
     gex, atac, n_obs = prepare_inputs(model, gex, atac, layer=layer, from_=from_)
     if adata is not None and adata.n_obs != n_obs:
         raise ValueError(f"adata has {adata.n_obs} cells but the inputs have {n_obs}.")
     z = run_batches(model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim)
+    code, z = z, _integrated(model, z, inputs, batch_key, integrate, seed)
     if adata is not None:
         adata.obsm[key_added] = z
+        if z is not code:
+            adata.obsm[f"{key_added}_code"] = code
     return z
+
+
+def _integrated(model, code, inputs, batch_key, integrate: bool, seed) -> np.ndarray:
+    """``code``, corrected for the batch by Harmony when the model's configuration says so."""
+    if not integrate or model.config.integration == "none":
+        return code
+    if batch_key is None:
+        raise ValueError(
+            "This model's embedding is its code corrected for the batch (integration="
+            '"harmony"), but batch_key is None: pass batch_key= the obs column of the '
+            "batches, or integrate=False for the code itself."
+        )
+    labels = batch_labels(*inputs, batch_key)
+    seed = model.config.seed if seed is None else seed
+    return integration.harmony(code, labels, seed=0 if seed is None else int(seed))
 
 
 def reconstruct(

@@ -18,10 +18,12 @@ from mmae_utils.config import (
 )
 
 
-def test_presets_are_configs_and_jae_batch_is_the_default():
+def test_presets_are_configs_and_jae_harmony_is_the_default():
     # the ablation's choice on development draws (benchmarks/ablation.md)
-    assert DEFAULT_PRESET == "jae_batch" and DEFAULT_CONFIG == PRESETS["jae_batch"]
+    assert DEFAULT_PRESET == "jae_harmony" and DEFAULT_CONFIG == PRESETS["jae_harmony"]
     assert PRESETS["jae_batch"] == PRESETS["jae"].replace(batch_conditioning=True)
+    assert PRESETS["jae_harmony"] == PRESETS["jae_batch"].replace(integration="harmony")
+    assert all(c.integration == "none" for n, c in PRESETS.items() if n != "jae_harmony")
     assert PRESETS["seed"] == ModelConfig()
     jae = PRESETS["jae"]
     assert (jae.gex_input, jae.atac_input, jae.batch_norm, jae.latent_scaling) == (

@@ -33,6 +33,7 @@ DOCUMENTED: dict[str, list] = {
     "GEX_LIKELIHOOD": ["mse", "nb"],
     "ATAC_LIKELIHOOD": ["auto", "mse", "bernoulli"],
     "BATCH_CONDITIONING": [True, False],
+    "INTEGRATION": ["none", "harmony"],
     "DECODERS": ["joint", "own"],
     "GEX_INPUT": ["log", "standardize", "svd"],
     "ATAC_INPUT": ["binary", "tfidf", "svd"],
@@ -133,6 +134,7 @@ CHAINS: dict[str, dict] = {
         "PATIENCE": None,
         "CROSSMODAL_DROPOUT": 0.0,  # cross-modal prediction by the run's model, without any
         "DECODERS": "joint",
+        "INTEGRATION": "none",
         "BEFORE_PRESET": "seed",  # the seed notebook's model with its defects fixed
         "LABEL_KEY": None,  # unlabelled: the label-free metrics, Leiden clusters
     },
@@ -140,6 +142,7 @@ CHAINS: dict[str, dict] = {
         **QUICK,
         "PRESET": "jae",
         "ADVERSARIAL_BATCH": 0.5,  # reads the batches: built from obs["batch"]
+        "INTEGRATION": "harmony",  # and embeds with them: the code corrected by Harmony
         "BASELINES": ["pca_concat"],
         "BEFORE_PRESET": None,
         "UMAP_METHODS": ["mmae", "pca_concat"],
@@ -163,7 +166,11 @@ ADAPTS: dict[str, list[tuple[str, str]]] = {
         ("05_evaluation", "and graph_connectivity need cell-type labels (label_key is None)"),
         ("05_evaluation", "Leiden clusters"),
     ],
-    "jae_with_a_batch_adversary": [("03_autoencoder", "through gradient reversal (weight 0.5)")],
+    "jae_with_a_batch_adversary": [
+        ("03_autoencoder", "through gradient reversal (weight 0.5)"),
+        ("03_autoencoder", "corrected for their batch by Harmony"),
+        ("05_evaluation", "corrected for their batch by Harmony"),
+    ],
 }
 
 #: What each of LABEL_KEY / BATCH_KEY being None takes away (evaluation.Metric.needs).

@@ -214,3 +214,65 @@ def test_build_for_reads_the_batches_or_builds_without_them(small_mdata):
         assert (
             build_for(gex, atac, config=adversarial, batch_key=None).config.adversarial_batch == 0
         )
+
+
+def test_harmony_integration_corrects_the_code_and_keeps_it(small_mdata):
+    """integration="harmony": embed corrects the code for the batch with the same Harmony
+    call the harmony baseline makes, keeps the code beside it, and needs the batches."""
+    from mmae_utils import integration
+    from mmae_utils.data import split_modalities
+
+    gex, atac = split_modalities(small_mdata)
+    config = PRESETS["jae_harmony"].replace(latent_dim=6, hidden=(16,), n_components=K, seed=3)
+    assert "Harmony" in config.describe() and "Harmony" not in PRESETS["jae_batch"].describe()
+    model = build_for(gex, atac, config=config)
+    train(model, gex, atac, epochs=2, batch_size=64, seed=3, verbose=0)
+    adata = gex.copy()
+    z = embed(model, gex, atac, adata=adata)
+    code = embed(model, gex, atac, integrate=False)
+    np.testing.assert_array_equal(adata.obsm["X_mmae_code"], code)
+    np.testing.assert_array_equal(adata.obsm["X_mmae"], z)
+    batches = gex.obs["batch"].to_numpy()
+    np.testing.assert_array_equal(z, integration.harmony(code, batches, seed=3))
+    assert np.abs(z - code).max() > 0.01  # corrected (how well: the test below)
+    with pytest.raises(ValueError, match="batch_key is None.*integrate=False"):
+        embed(model, gex, atac, batch_key=None)
+    with pytest.raises(ValueError, match="obs has no column 'donor'"):
+        embed(model, gex, atac, batch_key="donor")
+    with pytest.raises(ValueError, match="integration must be one of"):
+        config.replace(integration="scanorama")
+    with pytest.warns(UserWarning, match="no batches"):
+        assert build_for(gex, atac, config=config, batch_key=None).config.integration == "none"
+
+
+def test_harmony_checks_its_labels_and_leaves_one_batch_alone():
+    from mmae_utils import integration
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    np.testing.assert_array_equal(integration.harmony(x, ["a"] * 60), x)
+    with pytest.raises(ValueError, match="one batch label per cell: 60 cells, 59 labels"):
+        integration.harmony(x, ["a", "b"] * 29 + ["a"])
+    shifted = x + np.repeat([[0.0] * 4, [3.0] * 4], 30, axis=0)
+    out = integration.harmony(shifted, ["a"] * 30 + ["b"] * 30, seed=0)
+    gap = np.linalg.norm(out[:30].mean(0) - out[30:].mean(0))
+    assert out.dtype == np.float32 and gap < 0.5 * np.linalg.norm([3.0] * 4)
+
+
+def test_architecture_figure_shows_the_harmony_step():
+    import matplotlib.pyplot as plt
+
+    from mmae_utils import plotting
+
+    def texts(preset):
+        model = build_model(
+            50, 80, preset=preset, latent_dim=6, hidden=(16,), n_components=8,
+            batch_categories=("a", "b"),
+        )  # fmt: skip
+        fig = plotting.architecture(model)
+        out = " ".join(t.get_text() for t in fig.axes[0].texts)
+        plt.close(fig)
+        return out
+
+    assert "Harmony (batch)" in texts("jae_harmony")
+    assert "Harmony" not in texts("jae_batch") and "batch one-hot" in texts("jae_batch")
