@@ -123,8 +123,11 @@ def write_table(names: list[str], out: Path) -> None:
         "",
         "# The frozen default on evaluation draws",
         "",
-        "Every report on its defaults (`mmae-report`, 5 seeds); the default preset was frozen "
-        "on development draws (`ablation.md`) before any of these was scored. The goal: "
+        "Every report on its defaults (`mmae-report`, 5 seeds; the draws other than the demo "
+        "without the before model, `PARAMS`); the default preset was chosen on development "
+        "draws (`ablation.md`) and frozen before any of these was scored with it (the "
+        "previous default's scores here suggested the question its second round answered: "
+        "`benchmarks/README.md`, Ablation). The goal: "
         f"`mmae` minus the best other method at least +{comparison.GOAL_MARGIN:.2f} overall, "
         "its 95% interval above 0, no metric significantly worse.",
         "",
