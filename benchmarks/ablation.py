@@ -26,9 +26,10 @@ computed once per dataset and reused for every seed (their scores still differ b
 through the seeded kNN graph and Leiden clustering).
 
 The table (``--out``) holds, per dataset, mean +- sd over seeds of every score of every
-configuration with results (not only those of this call's ``--configs``) and competitor, and for every configuration its seed-paired difference in
-overall, NMI and ARI to (a) ``pca_concat`` and (b) the best other method (the competitor
-with the highest mean overall on that dataset), each with its 95 % t-interval
+configuration with results (not only those of this call's ``--configs``) and competitor,
+and for every configuration its seed-paired difference in overall, NMI and ARI to (a)
+``pca_concat`` and (b) the best other method (the competitor with the highest mean
+overall on that dataset), each with its 95 % t-interval
 (``evaluation.seed_difference``) and a call (``comparison.interval_call``: better or worse
 when the interval excludes 0, else tie). A last section ranks the configurations by
 their mean paired difference in overall to the best other method, averaged over the

@@ -9,8 +9,8 @@ The project's rule (``benchmarks/README.md``, "Development draws and evaluation 
 the default configuration is chosen on development draws only (``ablation.py``) and
 frozen; evaluation draws are only ever scored, never used to choose. This script runs the
 whole report (``mmae-report`` on its defaults: 5 seeds, every baseline; but without the
-before model, see :data:`PARAMS`) on each draw of :data:`EVALUATION_DRAWS`, simulated once and cached under
-``benchmarks/_data/evaluation/``, and writes one table (``--out``) from the reports' own
+before model, see :data:`PARAMS`) on each draw of :data:`EVALUATION_DRAWS`, simulated once
+and cached under ``benchmarks/_data/evaluation/``, and writes one table (``--out``) from the reports' own
 ``metrics_seeds.csv``: per draw, mean ± sd over seeds of every method, the seed-paired
 differences of ``mmae`` to ``pca_concat`` and to the best other method with their 95 %
 t-intervals (``comparison.difference_table``), the verdicts and the goal sentence

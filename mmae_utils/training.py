@@ -126,24 +126,21 @@ def build_for(
     -------
     The built, untrained :class:`~mmae_utils.model.MultiModalAutoencoder`.
     """
+    uses_batch = config.needs_batch or config.integration != "none"
+    has = batch_key is not None and batch_key in gex.obs and gex.obs[batch_key].notna().any()
+    if uses_batch and not has:
+        warnings.warn(
+            "This model uses the batch (batch_conditioning / adversarial_batch / "
+            f"integration), but the data have no batches (batch_key={batch_key!r}): "
+            "building it without them. Set BATCH_KEY (batch_key) to the obs column of the "
+            'batches to use them, or PRESET = "jae" to silence this.',
+            UserWarning,
+            stacklevel=2,
+        )
+        config = config.replace(batch_conditioning=False, adversarial_batch=0.0, integration="none")
     categories = None
-    if config.needs_batch or config.integration != "none":
-        has = batch_key is not None and batch_key in gex.obs and gex.obs[batch_key].notna().any()
-        if has:
-            categories = sorted(gex.obs[batch_key].dropna().astype(str).unique())
-        else:
-            warnings.warn(
-                "This model uses the batch (batch_conditioning / adversarial_batch / "
-                f"integration), but the data have no batches (batch_key={batch_key!r}): "
-                "building it without them. Set BATCH_KEY (batch_key) to the obs column of the "
-                'batches to use them, or PRESET = "jae" to silence this.',
-                UserWarning,
-                stacklevel=2,
-            )
-            config = config.replace(
-                batch_conditioning=False, adversarial_batch=0.0, integration="none"
-            )
-    categories = categories if config.needs_batch else None
+    if config.needs_batch:  # only the decoders and the adversary need the categories
+        categories = sorted(gex.obs[batch_key].dropna().astype(str).unique())
     return build_model(
         gex.n_vars,
         atac.n_vars,
