@@ -129,9 +129,9 @@ def batch_labels(gex, atac, batch_key: str) -> np.ndarray:
     """``obs[batch_key]`` of the first of ``gex``, ``atac`` that is an AnnData."""
     if batch_key is None:
         raise ValueError(
-            "This model reads each cell's batch (batch_conditioning / adversarial_batch), but "
-            "batch_key is None: pass batch_key= the obs column of the batches, or use a "
-            'preset that reads none (e.g. "jae" or "seed").'
+            "This model reads each cell's batch (batch_conditioning / adversarial_batch / "
+            "integration), but batch_key is None: pass batch_key= the obs column of the "
+            'batches, or use a preset that reads none (e.g. "jae" or "seed").'
         )
     for x in (gex, atac):
         if is_anndata(x):
@@ -143,8 +143,8 @@ def batch_labels(gex, atac, batch_key: str) -> np.ndarray:
                 )
             return x.obs[batch_key].to_numpy()
     raise ValueError(
-        "This model reads each cell's batch (batch_conditioning / adversarial_batch): pass "
-        "gex (or atac) as an AnnData with the batches in obs[batch_key]."
+        "This model reads each cell's batch (batch_conditioning / adversarial_batch / "
+        "integration): pass gex (or atac) as an AnnData with the batches in obs[batch_key]."
     )
 
 
