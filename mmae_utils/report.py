@@ -122,6 +122,23 @@ def _to_html(ipynb: Path) -> Path:
     return html
 
 
+def _kernel_options() -> dict:
+    """Engine options that start each kernel over IPC sockets where the OS has them.
+
+    ipykernel 7 warns on every start that a TCP kernel's traffic is unencrypted; kernels
+    that talk to this process over local sockets need no port and give no such warning.
+    """
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return {"kernel_manager_class": IPCKernelManager}
+
+
 def _failed_cell(ipynb: Path) -> str:
     """Describe the first cell with an error output in an executed notebook."""
     import nbformat
@@ -538,6 +555,7 @@ def run_report(
                 kernel_name=kernel_name,
                 cwd=str(out),
                 progress_bar=progress,
+                **_kernel_options(),
             )
         except pm.PapermillExecutionError as err:
             if html and dst.exists():

@@ -97,14 +97,15 @@ def test_report_metrics_table(tiny_report):
     assert "Best overall" in summary and "pca_concat" in summary
 
 
-def test_failing_notebook_is_named_and_earlier_outputs_stay(tiny_file, tmp_path, capsys):
+def test_failing_notebook_is_named_and_earlier_outputs_stay(tiny_file, tmp_path, capfd):
     out = tmp_path / "bad"
     argv = ["--data", str(tiny_file), "--out", str(out), "--quiet", "--no-html"]
     argv += ["-p", "N_GEX", "-5"]  # invalid: feature selection must fail
     assert report.main(argv) == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err  # also what the kernels write to the terminal
     assert "Notebook 02_feature_selection failed in code cell" in err
     assert "n_top must be at least 1" in err
+    assert "without encryption" not in err  # ipykernel's TCP warning: kernels use IPC
     assert (out / "01_load_data.ipynb").exists() and (out / "input.json").exists()
     assert (out / "02_feature_selection.ipynb").exists()  # kept, with the traceback
     assert not (out / "03_autoencoder.ipynb").exists()
