@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= reports/demo
 PYTEST_ARGS ?=
+# make test runs the tests in this many processes (pytest-xdist; most of the suite's time
+# is single-threaded: kernel start-up, imports, compilation); 0 runs them in this process
+TEST_WORKERS ?= 2
 
 .PHONY: install test test-fast report docs lint format clean
 
@@ -27,7 +30,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 report: $(STAMP)
 	$(BIN)/mmae-report --data demo --out $(OUT)

@@ -1,7 +1,9 @@
-"""Shared fixtures: small synthetic multiome datasets (built once per session)."""
+"""Shared fixtures (small synthetic multiome datasets, built once per session), and how
+``pytest -n 2`` (pytest-xdist, as ``make test`` runs) shares the tests between workers."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import matplotlib
@@ -23,3 +25,22 @@ def small_mdata():
 def mdata(small_mdata):
     """A fresh copy of :func:`small_mdata` that a test may modify."""
     return small_mdata.copy()
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config, log):
+        """Whole test files per worker (their module fixtures are built once), except: the
+        notebooks run in order on one worker (each reads what the one before wrote), and
+        the report chains of ``test_parameters.py``, a minute each, go out one by one."""
+        from xdist.scheduler import LoadScopeScheduling
+
+        class Scheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                if nodeid.startswith("notebooks/"):
+                    return "notebooks"
+                if nodeid.startswith("tests/test_parameters.py::"):
+                    return nodeid
+                return nodeid.split("::", 1)[0]
+
+        return Scheduling(config, log)
