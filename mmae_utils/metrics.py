@@ -16,7 +16,8 @@ function, it is either exact (same number up to floating-point rounding, tested 
   component regression do not depend on the embedding, so they are computed once per call
   and reused for every embedding; the arithmetic is ``scib.me.cell_cycle``'s (equal to it
   within 1e-9).
-- **kNN graph**: computed once per embedding (``sc.pp.neighbors``, as the competition did)
+- **kNN graph**: computed once per embedding (``sc.pp.neighbors``, as the competition did,
+  with exact neighbours also above the 8,192 cells where scanpy would approximate them)
   and reused for clustering, graph connectivity and trajectory conservation.
 - **NMI / ARI** (approximation, switchable off): the competition clustered at 20
   resolutions (0.1, 0.2, ..., 2.0) and kept the clustering with the highest NMI. By default

@@ -581,13 +581,13 @@ def test_agrees_with_scib_metrics(scored):
 
 
 # --------------------------------------------------------------------------------------
-# Scale: scanpy's neighbors above 8,192 cells goes through pynndescent
+# Scale: above 8,192 cells scanpy would approximate the neighbours with pynndescent
 # --------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_evaluate_above_10k_cells():
-    """scanpy 1.11.5 / 1.12.4 + pynndescent >= 0.7 break sc.pp.neighbors above ~8k cells."""
+def test_evaluate_above_10k_cells_with_exact_neighbours():
+    """Above 8,192 cells the graph still holds each cell's exact nearest neighbours."""
     n = 12_000
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 6, n)
@@ -601,7 +601,15 @@ def test_evaluate_above_10k_cells():
     assert df.loc["X_emb", "graph_connectivity"] > 0.99
     dist = adata.obsp[f"{ev.neighbors_key('X_emb')}_distances"]
     assert dist.shape == (n, n)
-    assert (np.diff(sp.csr_matrix(dist).indptr) >= 14).all()  # k - 1 neighbours (or more)
+    dist = sp.csr_matrix(dist)
+    assert (np.diff(dist.indptr) == 14).all()  # k - 1 neighbours besides the cell itself
+    for i in rng.choice(n, 50, replace=False):  # brute force, here
+        d = np.sqrt(((x - x[i]) ** 2).sum(axis=1))
+        d[i] = np.inf
+        nearest = np.argsort(d, kind="stable")[:14]
+        row = dist[i]
+        assert set(row.indices) == set(nearest)
+        np.testing.assert_allclose(np.sort(row.data), d[nearest], rtol=1e-4)
 
 
 def test_importing_scib_keeps_the_warning_filters_and_rcparams():
