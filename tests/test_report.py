@@ -347,3 +347,34 @@ def test_training_summary_with_and_without_validation():
     val["val_loss"] = [3.0, 2.0, 1.0]
     text = report.training_summary(pd.concat([history, val], axis=1))
     assert "best validation loss was at epoch 3" in text and "held out" not in text
+
+
+PARAMS_DIR = report.notebooks_dir().parent / "params"
+
+
+def _declared_defaults() -> dict:
+    """Every notebook parameter's default (the first notebook's where two declare it),
+    with the report's own defaults on top: what ``make report`` runs."""
+    import ast
+
+    defaults = {}
+    for name in report.NOTEBOOKS:
+        info = report.notebook_parameters(report.notebooks_dir() / f"{name}.ipynb")
+        for key, spec in info.items():
+            defaults.setdefault(key, ast.literal_eval(spec["default"]))
+    return defaults | report.REPORT_DEFAULTS
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "bmmc.yaml"])
+def test_params_files_set_known_parameters_and_the_default_model(name):
+    from mmae_utils.config import DEFAULT_PRESET
+
+    params = report.load_params_file(PARAMS_DIR / name)
+    assert set(params) <= set(_declared_defaults()), set(params) - set(_declared_defaults())
+    assert params["PRESET"] == DEFAULT_PRESET  # "the preset chosen on development draws"
+
+
+def test_demo_params_file_is_what_make_report_runs():
+    defaults = _declared_defaults() | {"DATA": "demo"}
+    params = report.load_params_file(PARAMS_DIR / "demo.yaml")
+    assert {k: v for k, v in params.items() if defaults[k] != v} == {}
