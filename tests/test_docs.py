@@ -30,8 +30,8 @@ def test_readme_results_are_generated_from_docs_results(gen):
 def test_docs_results_come_from_a_default_demo_report(gen):
     params = json.loads((gen.RESULTS / "params.json").read_text())
     assert params["DATA"] == "demo"
-    assert set(params) <= {"DATA", "N_SEEDS"}, params  # defaults only
-    assert params["N_SEEDS"] == REPORT_DEFAULTS["N_SEEDS"]
+    assert set(params) <= {"DATA", *REPORT_DEFAULTS}, params  # defaults only
+    assert {k: params.get(k) for k in REPORT_DEFAULTS} == REPORT_DEFAULTS
     per_seed = pd.read_csv(gen.RESULTS / "metrics_seeds.csv", index_col=[0, 1])
     assert per_seed.index.get_level_values("seed").nunique() == params["N_SEEDS"]
     for figure in gen.FIGURES.values():
@@ -68,4 +68,5 @@ def test_the_parameter_table_follows_the_notebooks(gen):
             assert f"| `{spec['default']}`" in rows[param], (param, rows[param])
             assert name[:2] in rows[param].rsplit("|", 2)[-2], (param, name)
     assert "(report: `5`)" in rows["N_SEEDS"]
+    assert "(report: `original`)" in rows["BEFORE_PRESET"]
     assert gen.PARAMS_BEGIN in gen.README.read_text()

@@ -41,7 +41,7 @@ DOCUMENTED: dict[str, list] = {
     "LATENT_SCALING": ["block", "none"],
     "LR_SCHEDULE": ["plateau"],
     "PATIENCE": [None],
-    "BEFORE_PRESET": [None, "seed", "jae"],
+    "BEFORE_PRESET": ["original", "seed", "jae"],  # None is nbval's
     "RESOLUTION_SEARCH": ["full"],
     "LABEL_KEY": [None],  # or any obs column; "cell_type" is nbval's
     "BATCH_KEY": [None],  # or any obs column; "batch" is nbval's
@@ -144,7 +144,7 @@ CHAINS: dict[str, dict] = {
         "ADVERSARIAL_BATCH": 0.5,  # reads the batches: built from obs["batch"]
         "INTEGRATION": "harmony",  # and embeds with them: the code corrected by Harmony
         "BASELINES": ["pca_concat"],
-        "BEFORE_PRESET": None,
+        "BEFORE_PRESET": "original",  # the report's default, set here as a user would
         "UMAP_METHODS": ["mmae", "pca_concat"],
     },
 }
