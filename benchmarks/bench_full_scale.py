@@ -14,6 +14,15 @@ Beside it, in a separate process so that its memory does not mix with ours, the 
 notebook's way: read the whole file into memory, then densify the GEX block; the dense
 matrix of all features (``X.todense()``, as the original did) cannot fit in 24 GB and is
 reported by its size.
+
+``--report`` instead runs the whole tutorial report (``mmae-report``, notebooks 01-05) on
+``--data`` (``demo``, or a file: by default the full-size file with ``params/bmmc.yaml``)
+and prints each notebook's time and peak memory, measured from outside (the RSS of the
+runner and its kernels summed, sampled every 0.2 s), and the cells that took a second or
+more, from papermill's record::
+
+    python benchmarks/bench_full_scale.py --report --data demo     # make report's run
+    python benchmarks/bench_full_scale.py --report                 # full size, bmmc.yaml
 """
 
 from __future__ import annotations
@@ -106,13 +115,86 @@ print(json.dumps(dict(read_s=t_read, densify_s=t_dense, n_obs=a.n_obs, n_vars=a.
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident memory of ``proc`` and all its descendants (the report's kernels), bytes."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # ended between listing and reading
+            pass
+    return total
+
+
+def run_report(data: str, params: Path | None, out: Path) -> dict[str, float]:
+    """``mmae-report`` in a subprocess; the peak summed RSS while each notebook ran."""
+    cmd = [sys.executable, "-c", "import sys; from mmae_utils.report import main; "
+           "sys.exit(main(sys.argv[1:]))", "--data", data, "--out", str(out), "--no-html",
+           "--quiet"]  # fmt: skip
+    if params is not None:
+        cmd += ["-f", str(params)]
+    timings = out / "timings.json"
+    timings.unlink(missing_ok=True)
+    proc = psutil.Popen(cmd)
+    peaks: dict[int, int] = {}
+    while proc.poll() is None:
+        done = len(json.loads(timings.read_text())["notebooks"]) if timings.exists() else 0
+        peaks[done] = max(peaks.get(done, 0), tree_rss(proc))
+        time.sleep(0.2)
+    if proc.returncode:
+        sys.exit(f"mmae-report failed (exit {proc.returncode}); see {out}")
+    from mmae_utils.report import NOTEBOOKS
+
+    return {name: peaks.get(i, 0) / 1e9 for i, name in enumerate(NOTEBOOKS)}
+
+
+def cell_rows(ipynb: Path, min_seconds: float = 1.0) -> list[tuple[str, float]]:
+    """``(first line of the cell, seconds)`` of the code cells that ran that long."""
+    nb = json.loads(ipynb.read_text())
+    rows = []
+    for cell in nb["cells"]:
+        seconds = cell.get("metadata", {}).get("papermill", {}).get("duration") or 0.0
+        if cell["cell_type"] == "code" and seconds >= min_seconds:
+            source = "".join(cell["source"]).strip().splitlines()
+            rows.append((source[0][:52] if source else "", seconds))
+    return rows
+
+
+def report_stages(args) -> None:
+    """Stage table of a whole report: notebooks, their slow cells, peak RSS from outside."""
+    data = args.data or str(args.file)
+    params = args.params or (None if data == "demo" else Path("params/bmmc.yaml"))
+    out = args.out / ("demo" if data == "demo" else "full")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"report on {data} (parameters: {params or 'the defaults'}) into {out}", flush=True)
+    peaks = run_report(data, params, out)
+    seconds = json.loads((out / "timings.json").read_text())
+    print(f"\n{'notebook / cell':<60} {'s':>7} {'peak RSS GB':>12}   ({seconds['cpus']} CPUs)")
+    for name, total in seconds["notebooks"].items():
+        print(f"{name:<60} {total:7.1f} {peaks[name]:12.2f}")
+        for source, s in cell_rows(out / f"{name}.ipynb"):
+            print(f"    {source:<56} {s:7.1f}")
+    total = sum(seconds["notebooks"].values())
+    print(f"{'whole report (notebooks)':<60} {total:7.1f} {max(peaks.values()):12.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, default=Path("benchmarks/_data/bmmc_full.h5ad"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--skip-original", action="store_true")
     parser.add_argument("--skip-evaluation", action="store_true")
+    parser.add_argument("--report", action="store_true", help="time the whole report instead")
+    parser.add_argument("--data", help="--report: 'demo' or a file (default: --file)")
+    parser.add_argument("--params", type=Path, help="--report: parameter file (-f)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/_data/report_stages"))
     args = parser.parse_args()
+    if args.report:
+        if args.data != "demo" and not (Path(args.data or args.file)).exists():
+            sys.exit(
+                f"{args.data or args.file} does not exist: run without --report once to write it."
+            )
+        return report_stages(args)
 
     from mmae_utils import data, features, pp
     from mmae_utils._utils import set_seed
