@@ -144,9 +144,9 @@ def compute_neighbors(g: ad.AnnData, n_neighbors: int, seed: int) -> None:
     """``sc.pp.neighbors`` on ``g.obsm["X_emb"]`` (quietly), in place, with exact neighbours.
 
     Scanpy finds exact (brute-force) neighbours below 8,192 cells and switches to
-    pynndescent's approximate search above; here the search is exact at every size. At
-    69k cells x 20 dimensions it takes seconds, while pynndescent compiles for about a
-    minute in every new process; the connectivities are scanpy's (UMAP's) either way.
+    pynndescent's approximate search above, which compiles anew in every process and
+    misses some neighbours; here the search is exact at every size, on all the cores (see
+    ``benchmarks/README.md``, Evaluation). The connectivities are scanpy's either way.
     """
     import scanpy as sc
 
