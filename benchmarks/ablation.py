@@ -129,6 +129,10 @@ CONFIGS: dict[str, tuple[dict, str]] = {
         {"preset": "jae", "integration": "harmony"},
         "jae, its code then corrected for the batch by Harmony",
     ),
+    "jae+batchcond+adv0.1+harmony": (
+        {"preset": "jae", "batch_conditioning": True, "adversarial_batch": 0.1, "integration": "harmony"},
+        "jae_harmony + adversarial batch classifier, weight 0.1: less batch in the code that Harmony corrects",
+    ),
     "mmae": ({"preset": "mmae"}, "the preset: shared code + batch-conditioned decoders + NB + Bernoulli"),
     "mmae+adv0.1": (
         {"preset": "mmae", "adversarial_batch": 0.1},
