@@ -133,6 +133,14 @@ CONFIGS: dict[str, tuple[dict, str]] = {
         {"preset": "jae", "batch_conditioning": True, "adversarial_batch": 0.1, "integration": "harmony"},
         "jae_harmony + adversarial batch classifier, weight 0.1: less batch in the code that Harmony corrects",
     ),
+    "jae+batchcond+harmony+gex14": (
+        {"preset": "jae", "batch_conditioning": True, "integration": "harmony", "gex_latent_dim": 14},
+        "jae_harmony with 14 of the 20 dimensions for GEX (the more informative modality alone; named by the rule in round 3 by +0.002, with opposite signs on the two draws: not adopted, see benchmarks/README.md)",
+    ),
+    "jae+batchcond+harmony+gex6": (
+        {"preset": "jae", "batch_conditioning": True, "integration": "harmony", "gex_latent_dim": 6},
+        "jae_harmony with 6 of the 20 dimensions for GEX (the other way)",
+    ),
     "mmae": ({"preset": "mmae"}, "the preset: shared code + batch-conditioned decoders + NB + Bernoulli"),
     "mmae+adv0.1": (
         {"preset": "mmae", "adversarial_batch": 0.1},
