@@ -304,14 +304,15 @@ class InputTransform(keras.layers.Layer):
             return scores * self._stats["inv_scale"]
         return x
 
-    def fit(self, x) -> InputTransform:
+    def fit(self, x, *, solver: str = "auto") -> InputTransform:
         """Compute the statistics from ``x`` (cells x features, CSR or dense float32).
 
         ``x`` is the model input of the modality (log-normalised GEX or binarised ATAC);
-        it is not modified. Deterministic: the SVD is exact (see
-        :func:`mmae_utils.pp.svd`), no seed needed; so statistics already computed in this
-        process from the same content with the same options are reused, not recomputed
-        (a report's seeds train on the same cells). Returns ``self``.
+        it is not modified. ``solver`` is :func:`mmae_utils.pp.svd`'s: ``"auto"`` is exact
+        except for many cells of many features, where it is a seeded randomized SVD.
+        Deterministic either way, so statistics already computed in this process from the
+        same content with the same options are reused, not recomputed (a report's seeds
+        train on the same cells). Returns ``self``.
         """
         import scipy.sparse as sp
 
@@ -332,8 +333,8 @@ class InputTransform(keras.layers.Layer):
                 f"than {self.n_components + 1} cells, got {n}; lower n_components."
             )
         key = (self.modality, self.mode, self.n_features, self.n_components, self.clip)
-        key += (content_hash(x),)
-        values = _FITTED.get(key, lambda: self._statistics(x))
+        key += (solver, content_hash(x))
+        values = _FITTED.get(key, lambda: self._statistics(x, solver))
         for name, value in values.items():
             self._stats[name].assign(
                 np.asarray(value, dtype=np.float32).reshape(self._stats[name].shape)
@@ -341,7 +342,7 @@ class InputTransform(keras.layers.Layer):
         self.fitted_flag.assign(1.0)
         return self
 
-    def _statistics(self, x) -> dict[str, np.ndarray]:
+    def _statistics(self, x, solver: str) -> dict[str, np.ndarray]:
         """The mode's statistics of ``x`` (CSR float32, validated), computed."""
         from . import pp
         from ._utils import column_sums
@@ -358,18 +359,18 @@ class InputTransform(keras.layers.Layer):
         elif self.modality == "atac" and self.mode in ("tfidf", "svd"):
             values["idf"] = pp.idf(x)
         if self.mode == "svd":
-            values.update(self._fit_svd(x))
+            values.update(self._fit_svd(x, solver))
         return values
 
-    def _fit_svd(self, x) -> dict[str, np.ndarray]:
+    def _fit_svd(self, x, solver: str) -> dict[str, np.ndarray]:
         from . import pp
 
         k = self.n_components
-        if self.modality == "gex":  # PCA: top eigenvectors of the centred Gram matrix
-            scores, comp, mean = pp.pca(x, k, what="gex_input='svd'")
+        if self.modality == "gex":  # PCA of the log-normalised genes
+            scores, comp, mean = pp.pca(x, k, what="gex_input='svd'", solver=solver)
             inv_scale = pp.block_scale_factor(scores, size="rms", ddof=1)
             return {"mean": mean, "loadings": comp.T, "inv_scale": inv_scale}
-        scores, comp = pp.lsi(x, k, what="atac_input='svd'")  # TF-IDF, first comp dropped
+        scores, comp = pp.lsi(x, k, what="atac_input='svd'", solver=solver)  # first dropped
         center = scores.mean(axis=0)
         inv_scale = pp.block_scale_factor(scores, size="rms")
         return {"loadings": comp.T, "center": center, "inv_scale": inv_scale}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from mmae_utils import pp
@@ -65,3 +66,55 @@ def test_svd_equals_sklearn():
     np.testing.assert_allclose(mean, pca.mean_, rtol=1e-5)
     for j in range(4):
         assert abs(np.corrcoef(scores[:, j], pca.transform(x.toarray())[:, j])[0, 1]) > 0.9999
+
+
+def _low_rank(n: int, f: int, rank: int, seed: int = 0) -> sp.csr_matrix:
+    """Sparse data of a given rank, well separated singular values (40, 35, ... apart by
+    at least 10 %), plus a little noise; a third of the entries stored as zeros."""
+    rng = np.random.default_rng(seed)
+    u = np.linalg.qr(rng.standard_normal((n, rank)))[0]
+    v = np.linalg.qr(rng.standard_normal((f, rank)))[0]
+    x = (u * (40.0 * 0.8 ** np.arange(rank))) @ v.T + rng.standard_normal((n, f)) * 0.01
+    x[rng.random((n, f)) < 0.3] = 0.0
+    return sp.csr_matrix(x.astype(np.float32))
+
+
+def test_randomized_svd_finds_the_exact_leading_components():
+    x = _low_rank(700, 120, rank=6)
+    for center in (False, True):
+        exact, comps, mean = pp.svd(x, 6, center=center)
+        approx, rcomps, rmean = pp.svd(x, 6, center=center, solver="randomized", block=128)
+        np.testing.assert_allclose(rmean, mean)
+        # same signs convention, same components and scores (the gap makes them unique)
+        np.testing.assert_allclose(rcomps, comps, atol=1e-3)
+        np.testing.assert_allclose(approx, exact, rtol=1e-3, atol=1e-3 * np.abs(exact).max())
+    again = pp.randomized_svd(x, 6, block=128)
+    np.testing.assert_array_equal(again[0], pp.randomized_svd(x, 6, block=128)[0])  # seeded
+    np.testing.assert_allclose(again[0], pp.randomized_svd(x, 6)[0], atol=1e-5)  # any block
+    other_seed = pp.randomized_svd(x, 6, n_iter=0, seed=1)[0]  # no iteration: a rough start
+    assert not np.allclose(other_seed, pp.randomized_svd(x, 6, n_iter=0, seed=0)[0])
+
+
+def test_auto_is_exact_below_its_threshold_and_randomized_above(monkeypatch):
+    x = _low_rank(300, 50, rank=4)
+    exact = pp.svd(x, 4)[0]
+    np.testing.assert_array_equal(pp.svd(x, 4, solver="auto")[0], exact)
+    monkeypatch.setattr(pp, "RANDOMIZED_FROM", {"cells": 300, "features": 50})
+    np.testing.assert_array_equal(
+        pp.svd(x, 4, solver="auto")[0], pp.svd(x, 4, solver="randomized")[0]
+    )
+    assert not np.array_equal(pp.svd(x, 4, solver="auto")[0], exact)
+    with pytest.raises(ValueError, match="solver must be"):
+        pp.svd(x, 4, solver="arpack")
+
+
+def test_input_transform_fits_by_the_solver_asked_and_caches_per_solver():
+    from mmae_utils.layers import InputTransform
+
+    x = _low_rank(400, 60, rank=5)
+    exact = InputTransform("gex", "svd", 60, n_components=20).fit(x, solver="exact")
+    approx = InputTransform("gex", "svd", 60, n_components=20).fit(x, solver="randomized")
+    loadings = {t: np.asarray(t._stats["loadings"]) for t in (exact, approx)}
+    # the leading components agree; the 20th of a rank-5 matrix is noise and need not
+    np.testing.assert_allclose(loadings[approx][:, :5], loadings[exact][:, :5], atol=1e-3)
+    assert not np.array_equal(loadings[approx], loadings[exact])  # not served from the cache
