@@ -219,6 +219,13 @@ class ContentCache:
         return value
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far, in bytes (Linux ``ru_maxrss``)."""
     import resource

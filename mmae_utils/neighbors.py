@@ -11,7 +11,6 @@ are cached the same way (:func:`umap_coords`).
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._utils import content_hash, quiet
+from ._utils import available_cpus, content_hash, quiet
 from .baselines import MAX_DIMS
 
 __all__ = [
@@ -151,7 +150,7 @@ def compute_neighbors(g: ad.AnnData, n_neighbors: int, seed: int) -> None:
     import scanpy as sc
 
     n_jobs = sc.settings.n_jobs
-    sc.settings.n_jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else -1
+    sc.settings.n_jobs = available_cpus()
     try:
         with quiet():
             sc.pp.neighbors(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from ._utils import TEXT_PROGRESS_ENV, atomic_path, logger, progress_bar
+from ._utils import TEXT_PROGRESS_ENV, atomic_path, available_cpus, logger, progress_bar
 from .comparison import difference_table, goal, references, verdict
 
 #: The tutorial, in order.
@@ -540,8 +540,7 @@ def run_report(
     full = {"DATA": str(data), "RUN_DIR": str(out), **defaults, **params}
     write_json(full, out / "params.json")
     os.environ.setdefault(TEXT_PROGRESS_ENV, "1")  # the kernels inherit it: text bars
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    timings = {"cpus": cpus, "notebooks": {}}
+    timings = {"cpus": available_cpus(), "notebooks": {}}
     for name in names:
         src = src_dir / f"{name}.ipynb"
         dst = out / f"{name}.ipynb"
