@@ -10,6 +10,7 @@ sparse CSR matrices in row blocks, so no dense copy of a whole matrix is made.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 import anndata as ad
@@ -264,14 +265,19 @@ def svd(
         return randomized_svd(x, n_comps, center=center, block=block)
     mean = _column_means(x, center)
     gram = np.zeros((f, f))
-    for start in range(0, n, block):
-        b = x[start : start + block]
-        b = b.toarray() if sp.issparse(b) else np.asarray(b)
+    for b in _dense_blocks(x, block):
         gram += b.T @ b
     if center:
         gram -= n * np.outer(mean, mean)
     _, v = scipy.linalg.eigh(gram, subset_by_index=[f - n_comps, f - 1])
     return _scores(x, v[:, ::-1].T, mean, center)
+
+
+def _dense_blocks(x, block: int) -> Iterator[np.ndarray]:
+    """``x`` (CSR or dense) as dense blocks of ``block`` rows, one at a time."""
+    for start in range(0, x.shape[0], block):
+        b = x[start : start + block]
+        yield b.toarray() if sp.issparse(b) else np.asarray(b)
 
 
 def _scores(x, vt: np.ndarray, mean: np.ndarray, center: bool):
@@ -317,9 +323,7 @@ def _gram_times(x, q: np.ndarray, mean: np.ndarray, center: bool, block: int) ->
     out = np.zeros((x.shape[1], q.shape[1]))
     sums = np.zeros(q.shape[1])
     shift = (mean.astype(np.float32) @ q) if center else None
-    for start in range(0, x.shape[0], block):
-        b = x[start : start + block]
-        b = b.toarray() if sp.issparse(b) else np.asarray(b)
+    for b in _dense_blocks(x, block):
         t = b @ q
         if center:
             t -= shift
