@@ -22,19 +22,16 @@ import argparse
 import os
 import time
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 SOLVERS = ("exact", "randomized", "auto")
 
 
 def speed(n_cells: int) -> None:
-    """Seconds of each transform's fit per solver, and the variance each captures."""
+    """Seconds of each transform's fit per solver, and their ratio."""
     from bench_evaluation import load_data
 
     from mmae_utils import data, pp
@@ -94,21 +91,20 @@ def quality() -> pd.DataFrame:
 
 def quality_table(df: pd.DataFrame) -> None:
     """Mean scores per solver and the paired difference with its 95 % t-interval."""
-    from scipy import stats
+    from mmae_utils.comparison import interval_call
+    from mmae_utils.evaluation import seed_difference
 
-    cols = ["NMI", "ARI", "cell_type_ASW", "cell_cycle_conservation",
-            "trajectory_conservation", "batch_ASW", "graph_connectivity", "overall"]  # fmt: skip
     for draw, d in df.groupby("draw"):
-        exact = d[d.solver == "exact"].set_index("seed")[cols]
-        rand = d[d.solver == "randomized"].set_index("seed")[cols]
-        diff = rand - exact
-        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+        runs = d.drop(columns="draw").rename(columns={"solver": "method"})
+        runs = runs.set_index(["seed", "method"])
+        diff = seed_difference(runs, method="randomized", reference="exact")
+        means = runs.groupby(level="method").mean()
         print(f"\n{draw}: mean over seeds, and randomized - exact paired by seed [95% CI]")
-        for c in cols:
-            lo, hi = diff[c].mean() - half[c], diff[c].mean() + half[c]
-            call = "tie" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
-            print(f"  {c:<26} exact {exact[c].mean():.3f}  randomized {rand[c].mean():.3f}  "
-                  f"{diff[c].mean():+.3f} [{lo:+.3f}, {hi:+.3f}] {call}")  # fmt: skip
+        for c, row in diff.iterrows():
+            call = interval_call(row["ci_low"], row["ci_high"])
+            print(f"  {c:<26} exact {means.loc['exact', c]:.3f}  "
+                  f"randomized {means.loc['randomized', c]:.3f}  {row['mean']:+.3f} "
+                  f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] {call}")  # fmt: skip
 
 
 def main() -> None:
