@@ -43,6 +43,7 @@ __all__ = [
     "FORMATS",
     "ValidationReport",
     "annotation_keys",
+    "backed_columns",
     "combine_selected",
     "feature_types",
     "file_format",
@@ -673,7 +674,7 @@ def is_backed(adata: ad.AnnData) -> bool:
     return "mmae_backed" in adata.uns
 
 
-def _file_columns(adata: ad.AnnData) -> np.ndarray:
+def backed_columns(adata: ad.AnnData) -> np.ndarray:
     """Positions in the on-disk matrix of ``adata``'s features (works on feature subsets)."""
     import h5py
     import pandas as pd
@@ -709,7 +710,7 @@ def iter_counts(
     """
     handle = None
     if is_backed(adata):
-        cols = _file_columns(adata)
+        cols = backed_columns(adata)
         handle, counts = open_counts(adata)
         whole = np.array_equal(cols, np.arange(len(cols))) and counts.shape[1] == len(cols)
     else:

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .data import is_backed
 from .model import MultiModalAutoencoder
 from .persistence import check_features
 from .pp import is_integer_valued
+from .streaming import disk_rows
 
 __all__ = [
     "SOURCES",
@@ -40,12 +42,18 @@ def is_anndata(x) -> bool:
 
 
 def as_matrix(x, modality: str, *, layer: str | None):
-    """Model input for one modality: (CSR float32 or C-contiguous float32 array, names)."""
+    """Model input for one modality: (CSR float32 or C-contiguous float32 array, names).
+
+    A backed AnnData (``load_multiome(..., backed=True)``) gives a
+    :class:`~mmae_utils.streaming.DiskRows` instead, read from its file on demand (its
+    counts are those it was read with; ``layer`` is not used)."""
     names = None
     if is_anndata(x):
         from .pp import binarized, log_normalized
 
         names = tuple(str(n) for n in x.var_names)
+        if is_backed(x):
+            return disk_rows(x, "log" if modality == "gex" else "binary"), names
         x = log_normalized(x, layer=layer) if modality == "gex" else binarized(x, layer=layer)
     if sp.issparse(x):
         if x.ndim != 2:
@@ -172,13 +180,16 @@ def batch_codes(model, gex, atac, n_obs: int, *, batch_key: str, batch=None, hin
 
 
 def gex_counts(gex, layer: str | None):
-    """The raw GEX counts that ``gex_likelihood="nb"`` models (CSR or dense float32)."""
+    """The raw GEX counts that ``gex_likelihood="nb"`` models (CSR or dense float32; read
+    from disk, a :class:`~mmae_utils.streaming.DiskRows`, for a backed AnnData)."""
     where = "X" if layer is None else f"layers[{layer!r}]"
     if not is_anndata(gex):
         raise ValueError(
             'gex_likelihood="nb" models the raw counts of the genes: pass gex as an AnnData '
             'with them in layers["counts"] (or in the layer named by layer=).'
         )
+    if is_backed(gex):
+        return disk_rows(gex, "counts")
     if layer is not None and layer not in gex.layers:
         raise ValueError(
             f'gex_likelihood="nb" models the raw counts of the genes, but gex.{where} is '

@@ -106,6 +106,7 @@ def make_dataset(
     gex_target=None,
     atac_target=None,
     library=None,
+    order=None,
 ):
     """``tf.data`` pipeline of ``(inputs, targets)`` dense batches.
 
@@ -134,6 +135,10 @@ def make_dataset(
         when the input is their projection. ``None``: the input is the target.
     library
         Each cell's library size (float32 array), given as ``targets["library"]``.
+    order
+        With ``shuffle``, a function of the NumPy generator that gives each pass's order
+        of ``rows`` instead of a permutation (data read from disk a chunk at a time:
+        :func:`mmae_utils.streaming.window_order`).
 
     Returns
     -------
@@ -153,9 +158,12 @@ def make_dataset(
     rng = np.random.default_rng(seed)
 
     def batches():
-        order = rng.permutation(rows) if shuffle else rows
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        if not shuffle:
+            visit = rows
+        else:
+            visit = rng.permutation(rows) if order is None else order(rng)
+        for start in range(0, len(visit), batch_size):
+            idx = visit[start : start + batch_size]
             yield tuple(dense_rows(x, idx) for x in sources.values())
 
     ds = tf.data.Dataset.from_generator(

@@ -12,6 +12,9 @@ used as is), dense NumPy arrays, or AnnData objects (cells x selected features).
 are turned into model inputs with :func:`mmae_utils.pp.log_normalized` (log1p-normalised
 counts) and :func:`mmae_utils.pp.binarized` (binarised counts) from ``layers[layer]``,
 and their ``var_names`` are checked against the features the model was trained on.
+AnnData read with ``data.load_multiome(path, backed=True)`` (restricted to the selected
+features) are read from their file a chunk of cells at a time instead, so that no more
+cells than fit in memory can be trained on and embedded (:mod:`mmae_utils.streaming`).
 
 Besides the inputs, the model's options may need (only then read, and AnnData only):
 
@@ -62,6 +65,7 @@ from .pipeline import (
     run_batches,
     validation_split,
 )
+from .streaming import fit_sample, is_streamed, window_order
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -195,7 +199,11 @@ def train(
     gex, atac
         The same cells in the same order: CSR (or any SciPy sparse) matrices, dense
         arrays, or AnnData (inputs derived from ``layers[layer]``). Cells x selected
-        features, matching ``model.gex_dim`` / ``model.atac_dim``.
+        features, matching ``model.gex_dim`` / ``model.atac_dim``. Backed AnnData
+        (``load_multiome(..., backed=True)``) are streamed from their file: the input
+        transforms are fitted on at most :data:`~mmae_utils.streaming.FIT_CELLS` of
+        their cells, and the cells are visited in windows of chunks
+        (:func:`~mmae_utils.streaming.window_order`) rather than in one permutation.
     epochs
         Maximum number of passes over the training cells.
     batch_size
@@ -405,8 +413,8 @@ def _train_data(model, gex, atac, *, layer, batch_key, tune_memory) -> _TrainDat
             model.atac_input,
             data.n_obs,
         )
-        model.gex_transform.fit(data.gex)
-        model.atac_transform.fit(data.atac)
+        model.gex_transform.fit(fit_sample(data.gex))
+        model.atac_transform.fit(fit_sample(data.atac))
     return data
 
 
@@ -435,6 +443,7 @@ def _build_datasets(plan: _TrainPlan, model, data: _TrainData, *, batch_size: in
     extra = {"batch": data.batch, "gex_target": data.counts, "library": data.library}
     if model.likelihoods["atac"] == "bernoulli" and "atac" in plan.pretransformed:
         extra["atac_target"] = data.atac  # the binarised peaks, not their projection
+    streamed = any(is_streamed(x) for x in (*fed.values(), *extra.values()))
     plan.train_ds = make_dataset(
         fed["gex"],
         fed["atac"],
@@ -442,6 +451,7 @@ def _build_datasets(plan: _TrainPlan, model, data: _TrainData, *, batch_size: in
         batch_size=batch_size,
         shuffle=True,
         seed=plan.data_seed,
+        order=window_order(plan.train_rows) if streamed else None,
         **extra,
     )
     plan.val_ds = (
