@@ -13,9 +13,10 @@ normalised and densified on demand, and never hold all counts:
   permutes the chunks, takes them :data:`WINDOW_CHUNKS` at a time and permutes the cells
   of each such window, so a batch mixes cells from 16 places in the file (the real file
   is sorted by batch) while only a few windows of chunks are ever in memory;
-- SVD input transforms are fitted on at most :data:`FIT_CELLS` cells drawn at random
-  (seed 0: all cells of a smaller file, as in memory), and their components are then
-  computed for every cell in one pass and kept (cells x components, small);
+- input transforms are fitted on at most :data:`FIT_CELLS` cells from chunks drawn at
+  random (seed 0; all cells of a smaller file, as in memory), and SVD components are
+  then computed for every cell in one pass and kept (cells x components, small), which
+  training and the block scale then read instead of the file;
 - the NB library sizes are summed in one pass.
 
 ``benchmarks/bench_streaming.py`` trains on a million simulated cells this way.
@@ -219,15 +220,22 @@ def disk_rows(adata: ad.AnnData, kind: str) -> DiskRows:
 
 def fit_sample(x, *, n_cells: int = FIT_CELLS, seed: int = 0):
     """What an input transform is fitted on: ``x`` itself in memory; for a
-    :class:`DiskRows`, all its cells as CSR if at most ``n_cells``, else ``n_cells`` of them
-    drawn with ``seed`` (sorted, so the chunks are read once)."""
+    :class:`DiskRows`, all its cells as CSR if at most ``n_cells``, else ``n_cells`` cells of
+    whole chunks drawn with ``seed`` (a few contiguous reads instead of a pass over the
+    file; the chunks come from all over it)."""
     if not is_streamed(x):
         return x
-    n = x.shape[0]
+    n, size = x.shape[0], x.reader.chunk_rows
     if n <= n_cells:
         return x.csr(slice(0, n))
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=n_cells, replace=False))
-    logger.info("fitting the input transforms on %d of %d cells", n_cells, n)
+    rng = np.random.default_rng(seed)
+    n_chunks = -(-n // size)
+    picked = np.sort(rng.choice(n_chunks, size=min(n_chunks, -(-n_cells // size)), replace=False))
+    rows = np.concatenate([np.arange(c * size, min((c + 1) * size, n)) for c in picked])
+    rows = np.sort(rng.choice(rows, size=min(n_cells, len(rows)), replace=False))
+    logger.info(
+        "fitting the input transforms on %d of %d cells (%d chunks)", len(rows), n, len(picked)
+    )
     return x.csr(rows)
 
 

@@ -58,6 +58,7 @@ from .model import MultiModalAutoencoder, build_model
 from .persistence import check_features, load_model, save_model
 from .pipeline import (
     check_batch_size,
+    dense_rows,
     epoch_printer,
     epoch_timer,
     make_dataset,
@@ -65,7 +66,7 @@ from .pipeline import (
     run_batches,
     validation_split,
 )
-from .streaming import fit_sample, is_streamed, window_order
+from .streaming import FIT_CELLS, fit_sample, is_streamed, window_order
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -345,6 +346,7 @@ class _TrainPlan:
     callbacks: list = field(default_factory=list)
     early: object = None  # the EarlyStopping callback, if any
     adversarial: bool = False  # the loss includes a batch classifier the encoders fight
+    fed: dict = field(default_factory=dict)  # the model's inputs as fed (SVD: components)
 
     @property
     def n_val(self) -> int:
@@ -411,7 +413,7 @@ def _train_data(model, gex, atac, *, layer, batch_key, tune_memory) -> _TrainDat
             "fitting the input transforms (GEX %s, ATAC %s) on %d cells",
             model.gex_input,
             model.atac_input,
-            data.n_obs,
+            min(data.n_obs, FIT_CELLS) if is_streamed(data.gex) else data.n_obs,
         )
         model.gex_transform.fit(fit_sample(data.gex))
         model.atac_transform.fit(fit_sample(data.atac))
@@ -439,6 +441,7 @@ def _build_datasets(plan: _TrainPlan, model, data: _TrainData, *, batch_size: in
     plan.pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
     for name in plan.pretransformed:
         fed[name] = projected(transforms[name], fed[name])
+    plan.fed = fed
     # what the options need besides the inputs (each None when not needed)
     extra = {"batch": data.batch, "gex_target": data.counts, "library": data.library}
     if model.likelihoods["atac"] == "bernoulli" and "atac" in plan.pretransformed:
@@ -546,11 +549,26 @@ def _finish(model, history, plan: _TrainPlan, options: dict, data: _TrainData) -
     df.attrs["validation_rows"] = tuple(int(i) for i in plan.val_rows)
     df.attrs["options"] = options
     if model.block_scale is not None:  # fixed factors from the trained codes of these cells
-        z = run_batches(
+        model.block_scale.fit(_codes(model, plan, data))
+    return df
+
+
+def _codes(model, plan: _TrainPlan, data: _TrainData) -> np.ndarray:
+    """The joint code of every training cell; data read from disk are encoded from what
+    training was fed (the SVD components already computed: one pass over the file fewer)."""
+    if not (is_streamed(data.gex) or is_streamed(data.atac)):
+        return run_batches(
             model, "code", data.gex, data.atac, data.n_obs, "both", 1024, model.latent_dim
         )
-        model.block_scale.fit(z)
-    return df
+    from keras import ops
+
+    out = np.empty((data.n_obs, model.latent_dim), dtype=np.float32)
+    with model.fed_transformed(plan.pretransformed):
+        for start in range(0, data.n_obs, 4096):
+            rows = slice(start, min(start + 4096, data.n_obs))
+            x = {m: dense_rows(plan.fed[m], rows) for m in ("gex", "atac")}
+            out[rows] = ops.convert_to_numpy(model.encode(x, training=False))
+    return out
 
 
 # ---------------------------------------------------------------------------- inference
