@@ -17,6 +17,7 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.model`: the Keras multi-modal autoencoder;
 - :mod:`mmae_utils.training`: streaming sparse training and embedding (AnnData in);
 - :mod:`mmae_utils.pipeline`: its tf.data batches and batched inference (arrays in);
+- :mod:`mmae_utils.distribute`: training under ``tf.distribute`` (several GPUs or machines);
 - :mod:`mmae_utils.persistence`: saving and loading trained models;
 - :mod:`mmae_utils.crossmodal`: one modality predicted from the other, scored per feature on
   held-out cells against trivial baselines;
@@ -54,6 +55,7 @@ _SUBMODULES = (
     "model",
     "training",
     "pipeline",
+    "distribute",
     "persistence",
     "crossmodal",
     "baselines",
