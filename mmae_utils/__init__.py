@@ -19,6 +19,7 @@ One module per concern (``docs/ARCHITECTURE.md`` maps them and the data between 
 - :mod:`mmae_utils.pipeline`: its tf.data batches and batched inference (arrays in);
 - :mod:`mmae_utils.streaming`: backed files read a chunk of cells at a time (data beyond
   memory);
+- :mod:`mmae_utils.distribute`: training under ``tf.distribute`` (several GPUs or machines);
 - :mod:`mmae_utils.persistence`: saving and loading trained models;
 - :mod:`mmae_utils.crossmodal`: one modality predicted from the other, scored per feature on
   held-out cells against trivial baselines;
@@ -57,6 +58,7 @@ _SUBMODULES = (
     "training",
     "pipeline",
     "streaming",
+    "distribute",
     "persistence",
     "crossmodal",
     "baselines",

@@ -25,6 +25,7 @@ from keras import ops
 
 from ._utils import ContentCache
 from .config import ATAC_INPUTS, GEX_INPUTS, MODALITIES, check_int, check_rate
+from .distribute import replicas_in_scope
 
 __all__ = [
     "BATCH_CLASSIFIER_UNITS",
@@ -89,6 +90,9 @@ def dense_stack(
     the encoders of a shared code).
 
     Each Dense and Dropout layer takes the next seed of the iterator ``seeds``, in order.
+    Built under a ``tf.distribute`` strategy with several replicas, the batch
+    normalisation uses the statistics of the global batch (all-reduced over the
+    replicas), as on one device.
 
     Returns
     -------
@@ -96,11 +100,16 @@ def dense_stack(
     and ``{name}_out``.
     """
     layers = []
+    # only under a strategy: synchronized moments are computed as E[x^2] - E[x]^2, which
+    # would change the round-off of training on one device
+    synchronized = replicas_in_scope() > 1
     for i, units in enumerate(hidden):
         act = None if batch_norm else activation
         layers.append(dense(units, next(seeds), name=f"{name}_dense{i}", activation=act))
         if batch_norm:
-            layers.append(keras.layers.BatchNormalization(name=f"{name}_bn{i}"))
+            layers.append(
+                keras.layers.BatchNormalization(name=f"{name}_bn{i}", synchronized=synchronized)
+            )
             if activation is not None:
                 layers.append(keras.layers.Activation(activation, name=f"{name}_act{i}"))
         if dropout > 0:

@@ -71,6 +71,7 @@ from .config import (
     check_names,
     overrides,
 )
+from .distribute import DistributedSteps, replica_share
 from .layers import (
     BlockScale,
     GradientReversal,
@@ -118,7 +119,7 @@ def _as_config(config) -> ModelConfig:
 
 
 @keras.saving.register_keras_serializable(package="mmae")
-class MultiModalAutoencoder(keras.Model):
+class MultiModalAutoencoder(DistributedSteps, keras.Model):
     """Multi-modal autoencoder: modality encoders -> one joint code -> both decoders.
 
     Build it with :func:`build_model`, which also compiles it. The options are those of
@@ -585,7 +586,8 @@ class MultiModalAutoencoder(keras.Model):
         ``batch_loss``, with the weighted reconstruction alone as ``recon_loss``), averaged over the cells of an epoch like Keras' ``loss``, so
         they appear in the progress bar and the history next to ``loss`` (and with
         ``val_`` on validation data). :meth:`~mmae_utils.config.ModelConfig.loss_label`
-        names them.
+        names them. Under a ``tf.distribute`` strategy with several replicas the returned
+        total is divided by their number (:func:`~mmae_utils.distribute.replica_share`).
         """
         if y is None:
             y = x
@@ -605,7 +607,7 @@ class MultiModalAutoencoder(keras.Model):
             total = total + self.adversarial_batch * batch_loss
         if self.losses:  # regularisation terms added by layers, if any
             total = total + ops.sum(self.losses)
-        return total
+        return replica_share(total)  # divided by the replicas under tf.distribute
 
     def compile(self, optimizer="adam", **kwargs):
         """Compile with an optimizer; the losses are the model's own (see ``compute_loss``).

@@ -40,6 +40,7 @@ training uses (:func:`fused_adam`, :func:`tune_malloc`, also re-exported) in the
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ from . import integration
 from ._cpu import fused_adam, on_cpu, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
 from .config import ModelConfig
+from .distribute import check_strategy
 from .inputs import batch_codes, batch_labels, gex_counts, prepare_inputs
 from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
 from .model import MultiModalAutoencoder, build_model
@@ -179,6 +181,7 @@ def train(
     tune_memory: bool = True,
     verbose: int | str = "auto",
     callbacks: Sequence | None = None,
+    strategy=None,
 ) -> pd.DataFrame:
     """Train the autoencoder on paired GEX + ATAC, streaming sparse batches.
 
@@ -246,7 +249,8 @@ def train(
         ``benchmarks/README.md``, section Training).
     steps_per_execution
         Training steps run per call into TensorFlow (fewer Python round trips; the
-        progress bar and batch-level callbacks update every this many steps).
+        progress bar and batch-level callbacks update every this many steps). 1 under a
+        ``strategy``.
     deterministic
         Enable TensorFlow op determinism (see :func:`mmae_utils._utils.set_seed`).
     tune_memory
@@ -258,6 +262,21 @@ def train(
         (notebook 04: readable in a saved notebook, where 100 epoch lines are not).
     callbacks
         Extra Keras callbacks.
+    strategy
+        A ``tf.distribute.Strategy`` to train with (``docs/distributed.md``):
+        ``tf.distribute.MirroredStrategy`` for several GPUs or logical CPU devices of one
+        machine, ``tf.distribute.MultiWorkerMirroredStrategy`` for several machines (each
+        running the same script with its own ``TF_CONFIG``). The model must have been built
+        under it (``with strategy.scope(): model = build_model(...)``), else a
+        ``ValueError``; it is compiled under it here. ``batch_size`` stays the global batch,
+        split evenly between the replicas (a last, smaller batch as evenly as it goes), and
+        the loss of each step is that of the global batch (its batch normalisation too,
+        see :func:`~mmae_utils.layers.dense_stack`): the histories and weights are those of
+        one device up to float round-off. With several workers ``seed`` must be an
+        integer, the same on all of them (``ValueError`` for ``None``): each worker runs the
+        whole input pipeline and keeps its share of every batch. Under a strategy
+        ``steps_per_execution`` is 1 (keras-team/keras#19246). ``None`` (default): no
+        strategy, one device.
 
     Returns
     -------
@@ -283,30 +302,40 @@ def train(
         learning_rate=learning_rate,
         lr_schedule=lr_schedule,
     )
-    data = _train_data(model, gex, atac, layer=layer, batch_key=batch_key, tune_memory=tune_memory)
-    plan = _split(
-        data.n_obs, validation_fraction=validation_fraction, seed=seed, deterministic=deterministic
-    )
-    plan.adversarial = model.adversarial_batch > 0
-    _build_datasets(plan, model, data, batch_size=batch_size)
-    _compile(
-        model,
-        learning_rate=learning_rate,
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-    _callbacks(
-        plan,
-        patience=patience,
-        min_delta=min_delta,
-        lr_schedule=lr_schedule,
-        learning_rate=learning_rate,
-        extra=callbacks,
-    )
-    if verbose == "summary":  # a short line every few epochs (pipeline.epoch_printer)
-        plan.callbacks.append(epoch_printer(int(epochs), monitor=plan.monitor))
-        verbose = 0
-    history = _fit(model, plan, epochs=epochs, verbose=verbose)
+    check_strategy(model, strategy, seed=seed)
+    # under a strategy: its variables (optimizer, transforms' statistics) and its steps
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        data = _train_data(
+            model, gex, atac, layer=layer, batch_key=batch_key, tune_memory=tune_memory
+        )
+        plan = _split(
+            data.n_obs,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            deterministic=deterministic,
+        )
+        plan.adversarial = model.adversarial_batch > 0
+        _build_datasets(plan, model, data, batch_size=batch_size)
+        _compile(
+            model,
+            learning_rate=learning_rate,
+            jit_compile=jit_compile,
+            # Keras 3 fails to run several steps per call on distributed iterators
+            # (keras-team/keras#19246, "You must feed a value for placeholder tensor")
+            steps_per_execution=steps_per_execution if strategy is None else 1,
+        )
+        _callbacks(
+            plan,
+            patience=patience,
+            min_delta=min_delta,
+            lr_schedule=lr_schedule,
+            learning_rate=learning_rate,
+            extra=callbacks,
+        )
+        if verbose == "summary":  # a short line every few epochs (pipeline.epoch_printer)
+            plan.callbacks.append(epoch_printer(int(epochs), monitor=plan.monitor))
+            verbose = 0
+        history = _fit(model, plan, epochs=epochs, verbose=verbose)
     options = {  # what notebook 04 records for report.replicate
         "epochs": int(epochs),
         "batch_size": batch_size,
