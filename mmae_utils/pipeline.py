@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 import scipy.sparse as sp
 
+from ._utils import progress_bar
 from .config import MODALITIES
 
 __all__ = [
@@ -186,9 +187,9 @@ def make_dataset(
     return ds.prefetch(2).with_options(options)
 
 
-def projected(transform, x, batch_size: int = 4096) -> np.ndarray:
-    """``transform`` (an input transform) applied to all rows of ``x`` (CSR or dense), in
-    batches.
+def projected(transform, x, batch_size: int = 4096, *, progress: bool = False) -> np.ndarray:
+    """``transform`` (an input transform) applied to all rows of ``x`` (CSR, dense, or read
+    from disk), in batches; ``progress`` shows a bar (for data read from disk).
 
     Returns
     -------
@@ -198,9 +199,13 @@ def projected(transform, x, batch_size: int = 4096) -> np.ndarray:
 
     n = x.shape[0]
     out = np.empty((n, transform.output_dim), dtype=np.float32)
+    desc = f"{transform.modality.upper()} components"
+    bar = progress_bar(total=n, desc=desc, unit="cell", disable=not progress)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         out[sl] = ops.convert_to_numpy(transform(dense_rows(x, sl)))
+        bar.update(sl.stop - sl.start)
+    bar.close()
     return out
 
 
@@ -337,7 +342,9 @@ def _inference_fn(model, what: str, missing: str | None = None):
     return fns[key]
 
 
-def run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch=None):
+def run_batches(
+    model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch=None, *, progress=False
+):
     """The frozen model over all ``n_obs`` rows, ``batch_size`` at a time.
 
     Parameters
@@ -353,6 +360,8 @@ def run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch
         Rows, ``"both"`` / ``"gex"`` / ``"atac"``, rows per step, width of the output.
     batch
         Batch codes (int32, one per row), for the decoders of a batch-conditioned model.
+    progress
+        Show a progress bar (for data read from disk).
 
     Returns
     -------
@@ -362,6 +371,7 @@ def run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch
     fn = _inference_fn(model, what, missing)
     with_batch = what in MODALITIES and model.batch_conditioning
     out = np.empty((n_obs, out_dim), dtype=np.float32)
+    bar = progress_bar(total=n_obs, desc=what, unit="cell", disable=not progress)
     for start in range(0, n_obs, batch_size):
         sl = slice(start, min(start + batch_size, n_obs))
         n = sl.stop - sl.start
@@ -377,4 +387,6 @@ def run_batches(model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch
         )
         args = (g, a, batch[sl]) if with_batch else (g, a)
         out[sl] = fn(*args).numpy()
+        bar.update(n)
+    bar.close()
     return out

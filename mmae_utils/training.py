@@ -469,7 +469,7 @@ def _build_datasets(plan: _TrainPlan, model, data: _TrainData, *, batch_size: in
     transforms = {"gex": model.gex_transform, "atac": model.atac_transform}
     plan.pretransformed = tuple(m for m in fed if transforms[m].mode == "svd")
     for name in plan.pretransformed:
-        fed[name] = projected(transforms[name], fed[name])
+        fed[name] = projected(transforms[name], fed[name], progress=is_streamed(fed[name]))
     plan.fed = fed
     # what the options need besides the inputs (each None when not needed)
     extra = {"batch": data.batch, "gex_target": data.counts, "library": data.library}
@@ -658,7 +658,10 @@ def embed(
     gex, atac, n_obs = prepare_inputs(model, gex, atac, layer=layer, from_=from_)
     if adata is not None and adata.n_obs != n_obs:
         raise ValueError(f"adata has {adata.n_obs} cells but the inputs have {n_obs}.")
-    z = run_batches(model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim)
+    streamed = is_streamed(gex) or is_streamed(atac)
+    z = run_batches(
+        model, "encode", gex, atac, n_obs, from_, batch_size, model.latent_dim, progress=streamed
+    )
     code, z = z, _integrated(model, z, inputs, batch_key, integrate, seed)
     if adata is not None:
         adata.obsm[key_added] = z
