@@ -140,19 +140,14 @@ def draws_block(folder: Path = DRAWS) -> str:
 def parameters_table() -> str:
     """The README's parameter table, from the notebooks' ``parameters`` cells: each
     parameter once, its default and help from the first notebook that declares it."""
-    rows: dict[str, dict] = {}
-    for name in report.NOTEBOOKS:
-        path = report.notebooks_dir() / f"{name}.ipynb"
-        for param, spec in report.notebook_parameters(path).items():
-            row = rows.setdefault(param, {**spec, "notebooks": []})
-            row["notebooks"].append(name[:2])
     lines = ["| parameter | default | meaning | notebooks |", "|---|---|---|---|"]
-    for param, row in rows.items():
+    for param, row in report.tutorial_parameters().items():
         default = f"`{row['default']}`"
         if param in report.REPORT_DEFAULTS:
             default += f" (report: `{report.REPORT_DEFAULTS[param]}`)"
         meaning = row["help"].replace("|", "\\|")
-        lines.append(f"| `{param}` | {default} | {meaning} | {', '.join(row['notebooks'])} |")
+        notebooks = ", ".join(name[:2] for name in row["notebooks"])
+        lines.append(f"| `{param}` | {default} | {meaning} | {notebooks} |")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ with the notebook and cell named; everything already written stays.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -85,6 +86,17 @@ def notebook_parameters(path: Path) -> dict[str, dict]:
     return dict(pm.inspect_notebook(str(path)))
 
 
+def tutorial_parameters() -> dict[str, dict]:
+    """Every parameter of the tutorial's notebooks, once: papermill's info (``default``,
+    ``help``, ...) from the first notebook that declares it, and ``notebooks``, the names
+    of all that do."""
+    params: dict[str, dict] = {}
+    for name in NOTEBOOKS:
+        for key, spec in notebook_parameters(notebooks_dir() / f"{name}.ipynb").items():
+            params.setdefault(key, {**spec, "notebooks": []})["notebooks"].append(name)
+    return params
+
+
 def load_params_file(path: str | os.PathLike) -> dict:
     """Read a YAML parameter file (a mapping of UPPER_CASE names to values)."""
     path = Path(path)
@@ -131,13 +143,19 @@ def _kernel_options() -> dict:
     """
     if os.name != "posix":
         return {}
+    return {"kernel_manager_class": _ipc_kernel_manager()}
+
+
+@functools.cache
+def _ipc_kernel_manager():
+    """jupyter_client's kernel manager with IPC as its default transport (one class)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
-    return {"kernel_manager_class": IPCKernelManager}
+    return IPCKernelManager
 
 
 def _failed_cell(ipynb: Path) -> str:

@@ -177,13 +177,6 @@ ADAPTS: dict[str, list[tuple[str, str]]] = {
 NEEDS = {"LABEL_KEY": "labels", "BATCH_KEY": "batches"}
 
 
-def _declared() -> dict[str, dict]:
-    params: dict[str, dict] = {}
-    for name in report.NOTEBOOKS:
-        params |= report.notebook_parameters(report.notebooks_dir() / f"{name}.ipynb")
-    return params
-
-
 def _outputs(path) -> str:
     nb = nbformat.read(path, as_version=4)
     return "\n".join(
@@ -197,7 +190,7 @@ def _outputs(path) -> str:
 
 
 def test_every_parameter_is_covered_and_every_value_is_set():
-    declared = _declared()
+    declared = report.tutorial_parameters()
     assert set(declared) == set(DOCUMENTED) | set(FREE), (
         "a notebook parameter was added or removed: list its documented values in "
         "DOCUMENTED (or FREE) and set them in a chain"

@@ -357,11 +357,8 @@ def _declared_defaults() -> dict:
     with the report's own defaults on top: what ``make report`` runs."""
     import ast
 
-    defaults = {}
-    for name in report.NOTEBOOKS:
-        info = report.notebook_parameters(report.notebooks_dir() / f"{name}.ipynb")
-        for key, spec in info.items():
-            defaults.setdefault(key, ast.literal_eval(spec["default"]))
+    declared = report.tutorial_parameters()
+    defaults = {key: ast.literal_eval(spec["default"]) for key, spec in declared.items()}
     return defaults | report.REPORT_DEFAULTS
 
 
