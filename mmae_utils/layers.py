@@ -281,7 +281,7 @@ class InputTransform(keras.layers.Layer):
         """Whether the statistics have been computed (always true for the identity)."""
         if self.fitted_flag is None:
             return True
-        return bool(float(keras.ops.convert_to_numpy(self.fitted_flag)) > 0)
+        return bool(float(self.fitted_flag.numpy()) > 0)
 
     @property
     def output_dim(self) -> int:
