@@ -371,7 +371,8 @@ def run_batches(
     fn = _inference_fn(model, what, missing)
     with_batch = what in MODALITIES and model.batch_conditioning
     out = np.empty((n_obs, out_dim), dtype=np.float32)
-    bar = progress_bar(total=n_obs, desc=what, unit="cell", disable=not progress)
+    desc = {"encode": "embedding", "code": "joint code"}.get(what, f"{what.upper()} output")
+    bar = progress_bar(total=n_obs, desc=desc, unit="cell", disable=not progress)
     for start in range(0, n_obs, batch_size):
         sl = slice(start, min(start + batch_size, n_obs))
         n = sl.stop - sl.start
