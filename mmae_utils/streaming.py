@@ -95,9 +95,6 @@ class _ChunkReader:
                 self.cache.popitem(last=False)
             return self.cache[c][view]
 
-    def close(self):
-        self.handle.close()
-
 
 def _derive(counts: sp.csr_matrix, kind: str) -> sp.csr_matrix:
     if kind == "log":
