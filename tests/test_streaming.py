@@ -12,7 +12,7 @@ from mmae_utils.data import load_multiome, split_modalities
 from mmae_utils.pipeline import make_dataset
 from mmae_utils.pp import binarized, log_normalized
 from mmae_utils.sim import synthetic_bmmc
-from mmae_utils.training import build_for, embed, train
+from mmae_utils.training import build_for, embed, reconstruct, train
 
 N_CELLS = 700
 
@@ -97,15 +97,17 @@ def test_default_model_trains_on_a_backed_file_as_in_memory(files):
     path, (gex_mem, atac_mem) = files
     gex, atac = backed(path)
     config = ModelConfig.from_preset(None).replace(hidden=(32,), latent_dim=8)
-    histories, codes = [], []
+    histories, codes, atac_from_gex = [], [], []
     for g, a in ((gex, atac), (gex_mem, atac_mem)):
         model = build_for(g, a, config=config)
         histories.append(train(model, g, a, epochs=2, verbose=0, seed=3))
         codes.append(embed(model, g, a, integrate=False))
+        atac_from_gex.append(reconstruct(model, g, None, modality="atac", from_="gex"))
     # the SVD inputs are fitted on the same cells and fed as their (in-memory) components
     cols = ["loss", "val_loss"]
     np.testing.assert_allclose(histories[0][cols], histories[1][cols], rtol=1e-5)
     np.testing.assert_allclose(codes[0], codes[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(atac_from_gex[0], atac_from_gex[1], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("preset", ["seed", "mmae"])
