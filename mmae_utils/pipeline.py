@@ -14,6 +14,7 @@ into these arrays is :mod:`mmae_utils.training`'s job, which re-exports the publ
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -306,18 +307,24 @@ def validation_split(
 _INFERENCE_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _inference_fn(model, what: str, missing: str | None = None):
+def _fed_width(model, modality: str, fed: tuple[str, ...]) -> int:
+    """Columns the model takes for ``modality``: its input transform's output width when
+    fed already transformed, else its feature count."""
+    if modality in fed:
+        return (model.gex_transform if modality == "gex" else model.atac_transform).output_dim
+    return model.gex_dim if modality == "gex" else model.atac_dim
+
+
+def _inference_fn(model, what: str, missing: str | None = None, fed: tuple[str, ...] = ()):
     """A cached ``tf.function`` running the frozen model (``training=False``); decoders of
-    a batch-conditioned model take the batch codes as a third argument."""
+    a batch-conditioned model take the batch codes as a third argument. ``fed`` names the
+    modalities given already transformed (traced, and cached, apart)."""
     import tensorflow as tf
 
     fns = _INFERENCE_FNS.setdefault(model, {})
-    key = (what, missing)
+    key = (what, missing, fed)
     if key not in fns:
-        spec = [
-            tf.TensorSpec((None, model.gex_dim), tf.float32),
-            tf.TensorSpec((None, model.atac_dim), tf.float32),
-        ]
+        spec = [tf.TensorSpec((None, _fed_width(model, m, fed)), tf.float32) for m in MODALITIES]
         if what == "encode":  # the embedding (block-scaled if the model says so)
 
             def fn(g, a):
@@ -343,7 +350,18 @@ def _inference_fn(model, what: str, missing: str | None = None):
 
 
 def run_batches(
-    model, what, gex, atac, n_obs, from_, batch_size, out_dim, batch=None, *, progress=False
+    model,
+    what,
+    gex,
+    atac,
+    n_obs,
+    from_,
+    batch_size,
+    out_dim,
+    batch=None,
+    *,
+    progress=False,
+    fed=(),
 ):
     """The frozen model over all ``n_obs`` rows, ``batch_size`` at a time.
 
@@ -362,13 +380,24 @@ def run_batches(
         Batch codes (int32, one per row), for the decoders of a batch-conditioned model.
     progress
         Show a progress bar (for data read from disk).
+    fed
+        Modalities given already through their input transform (training's SVD
+        components), run under :meth:`~mmae_utils.model.MultiModalAutoencoder.fed_transformed`.
 
     Returns
     -------
     Dense float32 array, ``n_obs`` x ``out_dim``.
     """
+    fed = tuple(fed)
+    with model.fed_transformed(fed) if fed else contextlib.nullcontext():
+        return _run_batches(
+            model, what, (gex, atac), n_obs, from_, batch_size, out_dim, batch, progress, fed
+        )
+
+
+def _run_batches(model, what, inputs, n_obs, from_, batch_size, out_dim, batch, progress, fed):
     missing = {"both": None, "gex": "atac", "atac": "gex"}[from_]
-    fn = _inference_fn(model, what, missing)
+    fn = _inference_fn(model, what, missing, fed)
     with_batch = what in MODALITIES and model.batch_conditioning
     out = np.empty((n_obs, out_dim), dtype=np.float32)
     desc = {"encode": "embedding", "code": "joint code"}.get(what, f"{what.upper()} output")
@@ -376,17 +405,13 @@ def run_batches(
     for start in range(0, n_obs, batch_size):
         sl = slice(start, min(start + batch_size, n_obs))
         n = sl.stop - sl.start
-        g = (
-            dense_rows(gex, sl)
-            if from_ in ("both", "gex")
-            else np.zeros((n, model.gex_dim), np.float32)
-        )
-        a = (
-            dense_rows(atac, sl)
-            if from_ in ("both", "atac")
-            else np.zeros((n, model.atac_dim), np.float32)
-        )
-        args = (g, a, batch[sl]) if with_batch else (g, a)
+        x = [
+            dense_rows(v, sl)
+            if from_ in ("both", m)
+            else np.zeros((n, _fed_width(model, m, fed)), np.float32)
+            for m, v in zip(MODALITIES, inputs, strict=True)
+        ]
+        args = (*x, batch[sl]) if with_batch else tuple(x)
         out[sl] = fn(*args).numpy()
         bar.update(n)
     bar.close()

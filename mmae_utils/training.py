@@ -52,7 +52,7 @@ import pandas as pd
 from . import integration
 from ._cpu import fused_adam, on_cpu, tune_malloc
 from ._utils import check_learning_rate, logger, set_seed
-from .config import ModelConfig
+from .config import MODALITIES, ModelConfig
 from .distribute import check_strategy
 from .inputs import batch_codes, batch_labels, gex_counts, prepare_inputs
 from .likelihoods import PROBABILITY_CLIP, log_normalized_mean
@@ -60,7 +60,6 @@ from .model import MultiModalAutoencoder, build_model
 from .persistence import check_features, load_model, save_model
 from .pipeline import (
     check_batch_size,
-    dense_rows,
     epoch_printer,
     epoch_timer,
     make_dataset,
@@ -583,21 +582,21 @@ def _finish(model, history, plan: _TrainPlan, options: dict, data: _TrainData) -
 
 
 def _codes(model, plan: _TrainPlan, data: _TrainData) -> np.ndarray:
-    """The joint code of every training cell; data read from disk are encoded from what
-    training was fed (the SVD components already computed: one pass over the file fewer)."""
-    if not (is_streamed(data.gex) or is_streamed(data.atac)):
-        return run_batches(
-            model, "code", data.gex, data.atac, data.n_obs, "both", 1024, model.latent_dim
-        )
-    from keras import ops
-
-    out = np.empty((data.n_obs, model.latent_dim), dtype=np.float32)
-    with model.fed_transformed(plan.pretransformed):
-        for start in range(0, data.n_obs, 4096):
-            rows = slice(start, min(start + 4096, data.n_obs))
-            x = {m: dense_rows(plan.fed[m], rows) for m in ("gex", "atac")}
-            out[rows] = ops.convert_to_numpy(model.encode(x, training=False))
-    return out
+    """The joint code of every training cell, encoded from what training was fed (SVD
+    inputs as the components already computed: no second projection, nor, for data read
+    from disk, a second pass over the file)."""
+    gex, atac = (plan.fed[m] for m in MODALITIES)
+    return run_batches(
+        model,
+        "code",
+        gex,
+        atac,
+        data.n_obs,
+        "both",
+        4096,
+        model.latent_dim,
+        fed=plan.pretransformed,
+    )
 
 
 # ---------------------------------------------------------------------------- inference
