@@ -10,8 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= reports/demo
 PYTEST_ARGS ?=
-# make test runs the tests in this many processes (pytest-xdist: 1.16x faster than one on
-# the 2-CPU development machine, where the two processes contend); 0 runs them in one
+# make test runs the tests in this many processes (pytest-xdist, each with its share of the
+# CPUs' threads: benchmarks/README.md, "The test suite in two processes"); 0 runs them in one
 TEST_WORKERS ?= 2
 
 .PHONY: install test test-fast report docs lint format clean
