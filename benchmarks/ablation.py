@@ -158,6 +158,10 @@ CONFIGS: dict[str, tuple[dict, str]] = {
         {"preset": "mmae", "fusion": "concat", "latent_scaling": "block"},
         "mmae with jae's concatenated, block-scaled code (jae+batchcond+nb+bern)",
     ),
+    "mmae+harmony": (
+        {"preset": "mmae", "integration": "harmony"},
+        "mmae (shared code, batch-conditioned decoders, NB + Bernoulli), its code then corrected by Harmony as jae_harmony's is (round 4)",
+    ),
 }  # fmt: skip
 
 #: The other methods, scored beside the models; ``REFERENCE`` is comparison (a).
