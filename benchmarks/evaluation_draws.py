@@ -15,7 +15,9 @@ and cached under ``benchmarks/_data/evaluation/``, and writes one table (``--out
 differences of ``mmae`` to ``pca_concat`` and to the best other method with their 95 %
 t-intervals (``comparison.difference_table``), the verdicts and the goal sentence
 (``comparison.verdict``, ``comparison.goal``), word for word as notebook 05 prints them.
-``--demo`` adds a finished demo report (``make report``) as the first draw. Each report's
+``--demo`` adds a finished demo report (``make report``) as the first draw, and
+``--full-size`` a finished report of ``bench_full_scale.py --report`` (the full-size file,
+seed 0, an evaluation draw at the real size, with ``params/bmmc.yaml``). Each report's
 ``metrics_seeds.csv`` is copied beside the table (``evaluation_draws/<draw>.csv``), so the
 table can be rewritten (``--table-only``) without the reports; it lists every draw scored
 so far, ``--draws`` only says which to run now.
@@ -32,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmae_utils import comparison
+from mmae_utils.config import DEFAULT_PRESET
 from mmae_utils.datasets import DEVELOPMENT_SEEDS, synthetic_bmmc
 from mmae_utils.report import run_report
 
@@ -104,8 +107,18 @@ def summary_table(per_seed: pd.DataFrame) -> list[str]:
     return lines
 
 
+#: Draws that come as finished reports (not run here): what each is.
+REPORT_DRAWS: dict[str, dict] = {
+    "demo": {"demo": "datasets.demo()"},
+    "full-size": {
+        "file": "bench_full_scale.py's synthetic_bmmc(69,249 x 129,921, seed=0)",
+        "parameters": "params/bmmc.yaml (batch 256, no before model, coarse-to-fine search)",
+    },
+}
+
+
 def draw_section(name: str, per_seed: pd.DataFrame) -> list[str]:
-    spec = EVALUATION_DRAWS.get(name, {"demo": "datasets.demo()"})
+    spec = EVALUATION_DRAWS.get(name) or REPORT_DRAWS[name]
     n_seeds = per_seed.index.get_level_values("seed").nunique()
     lines = [f"## {name}", "", f"Draw: `{spec}`; {n_seeds} seeds.", ""]
     lines += summary_table(per_seed) + [""]
@@ -142,12 +155,26 @@ def write_table(names: list[str], out: Path) -> None:
     print("\n".join(comparison.draws_overview(tables)))
 
 
+def check_full_size(report: Path) -> None:
+    """Refuse a report that is not of the full-size file with the frozen default's settings."""
+    params = json.loads((report / "params.json").read_text())
+    if not str(params.get("DATA", "")).endswith("bmmc_full.h5ad") or params.get("SEED") != 0:
+        raise SystemExit(f"{report} is not a report of the full-size file (DATA, SEED 0).")
+    if params.get("PRESET") != DEFAULT_PRESET:
+        raise SystemExit(f"{report} trained {params.get('PRESET')!r}, not {DEFAULT_PRESET!r}.")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--draws", nargs="+", default=list(DEFAULT_DRAWS), choices=list(EVALUATION_DRAWS)
     )
     parser.add_argument("--demo", type=Path, help="a finished demo report folder (make report)")
+    parser.add_argument(
+        "--full-size",
+        type=Path,
+        help="a finished report of bench_full_scale.py --report (the full-size file, seed 0)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "evaluation_draws.md")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the table")
     args = parser.parse_args(argv)
@@ -156,11 +183,14 @@ def main(argv=None) -> int:
         if params.get("DATA") != "demo":
             raise SystemExit(f"{args.demo} is not a demo report (DATA={params.get('DATA')!r}).")
         keep("demo", args.demo)
+    if args.full_size is not None:
+        check_full_size(args.full_size)
+        keep("full-size", args.full_size)
     if not args.table_only:
         for name in args.draws:
             keep(name, run_draw(name))
     # every draw scored so far, not only those run now: a report is hours of CPU
-    names = [n for n in ("demo", *EVALUATION_DRAWS) if (RAW / f"{n}.csv").exists()]
+    names = [n for n in (*REPORT_DRAWS, *EVALUATION_DRAWS) if (RAW / f"{n}.csv").exists()]
     write_table(names, args.out)
     return 0
 

@@ -64,3 +64,26 @@ def test_a_development_seed_is_refused(draws, monkeypatch):
     monkeypatch.setitem(draws.EVALUATION_DRAWS, "leak", {"n_cells": 100, "seed": 101})
     with pytest.raises(SystemExit, match="development seed"):
         draws.draw_path("leak")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({}, None),
+        ({"SEED": 1}, "not a report of the full-size file"),
+        ({"DATA": "demo"}, "not a report of the full-size file"),
+        ({"PRESET": "mmae"}, "trained 'mmae'"),
+    ],
+)
+def test_only_a_full_size_report_of_the_default_is_taken(draws, tmp_path, change, message):
+    import json
+
+    from mmae_utils.config import DEFAULT_PRESET
+
+    params = {"DATA": "/data/bmmc_full.h5ad", "SEED": 0, "PRESET": DEFAULT_PRESET} | change
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    if message is None:
+        draws.check_full_size(tmp_path)
+    else:
+        with pytest.raises(SystemExit, match=message):
+            draws.check_full_size(tmp_path)
