@@ -48,6 +48,8 @@ __all__ = [
     "observed_values",
     "per_feature_auroc",
     "per_feature_pearson",
+    "pooled_auroc",
+    "pooled_pearson",
     "score",
     "score_predictions",
     "shown_features",
@@ -164,46 +166,95 @@ def _check_rows(rows, n_obs: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- scores
-def per_feature_auroc(observed, predicted) -> np.ndarray:
+def per_feature_auroc(observed, predicted, block: int = 512) -> np.ndarray:
     """AUROC of each column of ``predicted`` against the 0/1 column of ``observed``.
 
     The Mann-Whitney statistic on average ranks, so ties count one half (a prediction
     constant across cells gives exactly 0.5), as :func:`sklearn.metrics.roc_auc_score`.
+    Ranked ``block`` columns at a time, to keep the float64 temporaries small.
 
     Returns
     -------
     float64 array, one per column; NaN where the column holds one class only.
     """
-    y = np.asarray(observed) > 0
-    ranks = rankdata(np.asarray(predicted, dtype=np.float64), axis=0)
-    n_pos = y.sum(axis=0).astype(np.float64)
-    n_neg = y.shape[0] - n_pos
-    u = (ranks * y).sum(axis=0) - n_pos * (n_pos + 1) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = u / (n_pos * n_neg)
-    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
-    return auc
+    observed = np.asarray(observed)
+    predicted = np.broadcast_to(predicted, observed.shape)
+    out = np.empty(observed.shape[1])
+    for start in range(0, observed.shape[1], block):
+        cols = slice(start, start + block)
+        y = observed[:, cols] > 0
+        ranks = rankdata(np.asarray(predicted[:, cols], dtype=np.float64), axis=0)
+        n_pos = y.sum(axis=0).astype(np.float64)
+        n_neg = y.shape[0] - n_pos
+        u = (ranks * y).sum(axis=0) - n_pos * (n_pos + 1) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[cols] = np.where((n_pos == 0) | (n_neg == 0), np.nan, u / (n_pos * n_neg))
+    return out
 
 
-def per_feature_pearson(observed, predicted) -> np.ndarray:
-    """Pearson r of each column of ``predicted`` with the column of ``observed``.
+def per_feature_pearson(observed, predicted, block: int = 512) -> np.ndarray:
+    """Pearson r of each column of ``predicted`` with the column of ``observed``, ``block``
+    columns at a time.
 
     Returns
     -------
     float64 array, one per column; NaN where either column is constant (r undefined).
     """
-    x = np.asarray(observed, dtype=np.float64)
-    y = np.asarray(predicted, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (x * y).sum(axis=0) / np.sqrt((x * x).sum(axis=0) * (y * y).sum(axis=0))
-    constant = (np.ptp(observed, axis=0) == 0) | (np.ptp(predicted, axis=0) == 0)
-    r[constant] = np.nan
-    return np.clip(r, -1.0, 1.0)
+    observed = np.asarray(observed)
+    predicted = np.broadcast_to(predicted, observed.shape)
+    out = np.empty(observed.shape[1])
+    for start in range(0, observed.shape[1], block):
+        cols = slice(start, start + block)
+        x = np.asarray(observed[:, cols], dtype=np.float64)
+        y = np.asarray(predicted[:, cols], dtype=np.float64)
+        constant = (np.ptp(x, axis=0) == 0) | (np.ptp(y, axis=0) == 0)
+        x = x - x.mean(axis=0)
+        y = y - y.mean(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (x * y).sum(axis=0) / np.sqrt((x * x).sum(axis=0) * (y * y).sum(axis=0))
+        out[cols] = np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
+    return out
+
+
+def pooled_auroc(observed, predicted) -> float:
+    """AUROC over all (cell, feature) pairs at once, ties counting one half, as
+    :func:`per_feature_auroc` on the flattened arrays, but from two sorted copies instead
+    of ranks of every pair (at 6,925 held-out cells x 5,000 peaks, 2 GB less)."""
+    y = np.asarray(observed).ravel() > 0
+    p = np.broadcast_to(predicted, np.shape(observed)).ravel()
+    pos = np.sort(p[y])
+    everything = np.sort(p)
+    n_pos, n_neg = pos.size, y.size - pos.size
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    values, pos_count = np.unique(pos, return_counts=True)  # each positive score once
+    below = np.searchsorted(everything, values, "left") - np.searchsorted(pos, values, "left")
+    tied = np.searchsorted(everything, values, "right") - np.searchsorted(everything, values)
+    neg_tied = tied - pos_count
+    u = float(np.sum(pos_count * (below + 0.5 * neg_tied), dtype=np.float64))
+    return u / (float(n_pos) * float(n_neg))
+
+
+def pooled_pearson(observed, predicted, chunk: int = 1024) -> float:
+    """Pearson r over all (cell, feature) pairs at once, summed in float64 over blocks of
+    ``chunk`` cells (no float64 copy of the whole arrays)."""
+    observed = np.asarray(observed)
+    predicted = np.broadcast_to(predicted, observed.shape)
+    sums = np.zeros(5)  # x, y, xx, yy, xy
+    for start in range(0, observed.shape[0], chunk):
+        x = observed[start : start + chunk].astype(np.float64)
+        y = predicted[start : start + chunk].astype(np.float64)
+        sums += [x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum()]
+    n = observed.size
+    sx, sy, sxx, syy, sxy = sums
+    vx, vy = sxx - sx * sx / n, syy - sy * sy / n
+    if vx <= 0 or vy <= 0:
+        return float("nan")
+    return float(np.clip((sxy - sx * sy / n) / np.sqrt(vx * vy), -1.0, 1.0))
 
 
 _SCORERS = {"atac": per_feature_auroc, "gex": per_feature_pearson}
+_POOLED = {"atac": pooled_auroc, "gex": pooled_pearson}
 
 
 def _check_modality(modality: str) -> None:
@@ -238,7 +289,6 @@ def score_predictions(
     observed = np.asarray(observed)
     scorer, rows, per_feature = _SCORERS[modality], {}, {}
     for name, predicted in predictions.items():
-        predicted = np.broadcast_to(predicted, observed.shape)
         s = scorer(observed, predicted)
         per_feature[name] = s
         finite = s[np.isfinite(s)]
@@ -247,7 +297,7 @@ def score_predictions(
             "median": float(np.median(finite)) if finite.size else np.nan,
             "mean": float(finite.mean()) if finite.size else np.nan,
             "n_features": int(finite.size),
-            "pooled": float(scorer(observed.reshape(-1, 1), predicted.reshape(-1, 1))[0]),
+            "pooled": _POOLED[modality](observed, predicted),
         }
     index = pd.Index(features if features is not None else range(observed.shape[1]))
     return pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame(per_feature, index=index)
@@ -264,6 +314,14 @@ def observed_values(adata: ad.AnnData, *, modality: str, layer: str | None = "co
     )
 
 
+def _rows_mean(values, rows: np.ndarray) -> np.ndarray:
+    """Column means of ``values[rows]`` (float64), without copying those rows."""
+    pick = sp.csr_matrix(
+        (np.ones(rows.size), (np.zeros(rows.size, int), rows)), (1, values.shape[0])
+    )
+    return np.asarray((pick @ values).todense(), dtype=np.float64).ravel() / rows.size
+
+
 def _type_means(values, labels: pd.Series, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each cell's row into a (types + 1) x features table of training means per type (the
     last row: all training cells, for a type with no training cell or no label)."""
@@ -272,15 +330,14 @@ def _type_means(values, labels: pd.Series, train: np.ndarray) -> tuple[np.ndarra
     n_types = len(cat.categories)
     train_codes = codes[train]
     known = train_codes >= 0
-    member = sp.csr_matrix(
-        (np.ones(known.sum()), (train_codes[known], np.flatnonzero(known))),
-        shape=(n_types, train.size),
+    member = sp.csr_matrix(  # types x all cells: no copy of the training rows
+        (np.ones(known.sum()), (train_codes[known], train[known])),
+        shape=(n_types, values.shape[0]),
     )
     sizes = np.asarray(member.sum(axis=1)).ravel()
-    x = values[train]
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.asarray((member @ x).todense()) / sizes[:, None]
-    overall = np.asarray(x.mean(axis=0)).ravel()
+        means = np.asarray((member @ values).todense()) / sizes[:, None]
+    overall = _rows_mean(values, train)
     table = np.vstack([np.where(sizes[:, None] > 0, means, overall), overall])
     codes = np.where((codes >= 0) & (sizes[np.maximum(codes, 0)] > 0), codes, n_types)
     return codes, table
@@ -319,7 +376,7 @@ def baseline_predictions(
     """
     values = observed_values(adata, modality=modality, layer=layer)
     rows, train = _check_rows(rows, adata.n_obs)
-    mean = np.asarray(values[train].mean(axis=0), dtype=np.float64).reshape(1, -1)
+    mean = _rows_mean(values, train).reshape(1, -1)
     target = values if modality == "atac" else counts_matrix(adata, layer, "depth")
     depth = np.asarray(target[rows].sum(axis=1), dtype=np.float64).reshape(-1, 1)
     out = {"feature mean": mean, "depth x mean": depth * mean}

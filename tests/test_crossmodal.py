@@ -219,3 +219,20 @@ def test_train_model_like_changes_the_config_and_keeps_the_split(tiny, parts, tr
     with pytest.raises(TypeError):
         report.train_model_like(tiny, tmp_path, seed=SEED, not_an_option=1)
     assert report.train_like(tiny, tmp_path, seed=SEED).shape == (tiny.n_obs, model.latent_dim)
+
+
+def test_pooled_scores_equal_the_per_feature_scores_of_the_flattened_arrays():
+    """The memory-light pooled AUROC (sorted copies) and Pearson r (float64 blocks) give
+    what the per-feature scorers give on all pairs as one column, ties included."""
+    rng = np.random.default_rng(3)
+    observed = (rng.random((300, 40)) < 0.2).astype(np.float32)
+    predicted = np.round(rng.random((300, 40)) + 0.3 * observed, 1).astype(np.float32)
+    for pred in (predicted, predicted.mean(axis=0, keepdims=True)):  # a (1, features) row too
+        flat = np.broadcast_to(pred, observed.shape).reshape(-1, 1)
+        expected = cm.per_feature_auroc(observed.reshape(-1, 1), flat)[0]
+        assert cm.pooled_auroc(observed, pred) == pytest.approx(expected, abs=1e-12)
+    x = rng.random((300, 40)).astype(np.float32)
+    y = x + rng.random((300, 40)).astype(np.float32)
+    expected = cm.per_feature_pearson(x.reshape(-1, 1), y.reshape(-1, 1))[0]
+    assert cm.pooled_pearson(x, y, chunk=64) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(cm.pooled_auroc(np.zeros((3, 3)), np.ones((3, 3))))
