@@ -433,6 +433,13 @@ class MultiModalAutoencoder(DistributedSteps, keras.Model):
             self._pretransformed = ()
             self.train_function = self.test_function = self.predict_function = None
 
+    def input_width(self, modality: str) -> int:
+        """Columns the model takes for ``modality``: inside :meth:`fed_transformed` naming
+        it, its input transform's output width; else its feature count."""
+        if modality in self._pretransformed:
+            return (self.gex_transform if modality == "gex" else self.atac_transform).output_dim
+        return self.gex_dim if modality == "gex" else self.atac_dim
+
     def _transform_one(self, modality: str, x):
         if modality in self._pretransformed:  # training.train projected it already
             return x

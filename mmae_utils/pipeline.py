@@ -307,24 +307,17 @@ def validation_split(
 _INFERENCE_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _fed_width(model, modality: str, fed: tuple[str, ...]) -> int:
-    """Columns the model takes for ``modality``: its input transform's output width when
-    fed already transformed, else its feature count."""
-    if modality in fed:
-        return (model.gex_transform if modality == "gex" else model.atac_transform).output_dim
-    return model.gex_dim if modality == "gex" else model.atac_dim
-
-
 def _inference_fn(model, what: str, missing: str | None = None, fed: tuple[str, ...] = ()):
     """A cached ``tf.function`` running the frozen model (``training=False``); decoders of
     a batch-conditioned model take the batch codes as a third argument. ``fed`` names the
-    modalities given already transformed (traced, and cached, apart)."""
+    modalities given already transformed (traced, and cached, apart): call it inside
+    ``model.fed_transformed(fed)``, whose input widths it traces."""
     import tensorflow as tf
 
     fns = _INFERENCE_FNS.setdefault(model, {})
     key = (what, missing, fed)
     if key not in fns:
-        spec = [tf.TensorSpec((None, _fed_width(model, m, fed)), tf.float32) for m in MODALITIES]
+        spec = [tf.TensorSpec((None, model.input_width(m)), tf.float32) for m in MODALITIES]
         if what == "encode":  # the embedding (block-scaled if the model says so)
 
             def fn(g, a):
@@ -408,7 +401,7 @@ def _run_batches(model, what, inputs, n_obs, from_, batch_size, out_dim, batch, 
         x = [
             dense_rows(v, sl)
             if from_ in ("both", m)
-            else np.zeros((n, _fed_width(model, m, fed)), np.float32)
+            else np.zeros((n, model.input_width(m)), np.float32)
             for m, v in zip(MODALITIES, inputs, strict=True)
         ]
         args = (*x, batch[sl]) if with_batch else tuple(x)
