@@ -228,9 +228,9 @@ def pooled_auroc(observed, predicted) -> float:
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     values, pos_count = np.unique(pos, return_counts=True)  # each positive score once
-    below = np.searchsorted(everything, values, "left") - np.searchsorted(pos, values, "left")
-    tied = np.searchsorted(everything, values, "right") - np.searchsorted(everything, values)
-    neg_tied = tied - pos_count
+    lower = np.searchsorted(everything, values, "left")  # all scores below each value
+    below = lower - np.searchsorted(pos, values, "left")  # negatives below
+    neg_tied = np.searchsorted(everything, values, "right") - lower - pos_count
     u = float(np.sum(pos_count * (below + 0.5 * neg_tied), dtype=np.float64))
     return u / (float(n_pos) * float(n_neg))
 
@@ -322,9 +322,12 @@ def _rows_mean(values, rows: np.ndarray) -> np.ndarray:
     return np.asarray((pick @ values).todense(), dtype=np.float64).ravel() / rows.size
 
 
-def _type_means(values, labels: pd.Series, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _type_means(
+    values, labels: pd.Series, train: np.ndarray, overall: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Each cell's row into a (types + 1) x features table of training means per type (the
-    last row: all training cells, for a type with no training cell or no label)."""
+    last row: ``overall``, all training cells' mean, for a type with no training cell or
+    no label)."""
     cat = pd.Categorical(labels.to_numpy())
     codes = np.asarray(cat.codes, dtype=np.int64)
     n_types = len(cat.categories)
@@ -337,7 +340,6 @@ def _type_means(values, labels: pd.Series, train: np.ndarray) -> tuple[np.ndarra
     sizes = np.asarray(member.sum(axis=1)).ravel()
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.asarray((member @ values).todense()) / sizes[:, None]
-    overall = _rows_mean(values, train)
     table = np.vstack([np.where(sizes[:, None] > 0, means, overall), overall])
     codes = np.where((codes >= 0) & (sizes[np.maximum(codes, 0)] > 0), codes, n_types)
     return codes, table
@@ -381,7 +383,7 @@ def baseline_predictions(
     depth = np.asarray(target[rows].sum(axis=1), dtype=np.float64).reshape(-1, 1)
     out = {"feature mean": mean, "depth x mean": depth * mean}
     if label_key is not None:
-        codes, table = _type_means(values, adata.obs[label_key], train)
+        codes, table = _type_means(values, adata.obs[label_key], train, mean.ravel())
         out["cell-type mean"] = table[codes[rows]]
     return out
 
